@@ -54,6 +54,11 @@ export interface CredentialSource {
   describe(): SourceDescription;
   accessToken(request: AccessTokenRequest): Promise<IssuedToken>;
   idToken(request: IdTokenRequest): Promise<IssuedToken>;
+  /**
+   * Sources that sign ID tokens themselves publish their verification keys, served as OpenID discovery and a JWKS
+   * on the metadata listener so applications can verify tokens offline.
+   */
+  openid?: { issuer: string; jwks(): Promise<{ keys: object[] }> };
   /** Release handles (TPM contexts, timers). Idempotent. */
   close?(): Promise<void> | void;
 }

@@ -1,0 +1,150 @@
+/**
+ * Claims: the config file (the real server's `?recursive=true` document under `computeMetadata.v1`) read, checked
+ * and adjusted by the Go emulator's environment overrides, ready to compile into a snapshot.
+ */
+import { ConfigError } from "../errors.ts";
+import { fromPlain, isJsonObject, JsonNumber, JsonSyntaxError, type JsonObject, type JsonValue, parseJson } from "./json.ts";
+import { buildTree, type Tree } from "../metadata/tree.ts";
+import { v1Schema } from "../metadata/schema.ts";
+
+export interface ClaimsOptions {
+  /** Environment for the overrides; defaults to none. */
+  env?: Record<string, string | undefined>;
+  /** The Go emulator refuses to start without `instance.serviceAccounts.default`. */
+  requireDefaultAccount?: boolean;
+  /** Name used in error messages (the file path). */
+  source?: string;
+}
+
+const ROOT = "computeMetadata.v1";
+
+/** Parse config text; syntax errors name the line and column. */
+export function parseConfigText(text: string, source = "config"): JsonValue {
+  try {
+    return parseJson(text);
+  } catch (e) {
+    if (e instanceof JsonSyntaxError) {
+      throw new ConfigError("CONFIG_SYNTAX", `${source}: invalid JSON at ${e.message}`, { cause: e });
+    }
+    throw e;
+  }
+}
+
+/** Read and parse a config file. */
+export async function readConfigFile(path: string): Promise<JsonValue> {
+  let text: string;
+  try {
+    text = await Bun.file(path).text();
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : String((e as Error).message);
+    throw new ConfigError("CONFIG_UNREADABLE", `${path}: cannot read the config file (${why}); pass -configFile <path>`, {
+      cause: e,
+    });
+  }
+  return parseConfigText(text, path);
+}
+
+/** The config document's `computeMetadata.v1` object, from a whole document or from the v1 object itself. */
+function v1Of(doc: JsonValue, source: string): JsonObject {
+  if (!isJsonObject(doc)) throw new ConfigError("CONFIG_SHAPE", `${source}: the top level must be a JSON object`);
+  const cm = doc.computeMetadata;
+  if (cm === undefined) {
+    throw new ConfigError("CONFIG_SHAPE", `${source}: computeMetadata: missing; the file must have the shape {"computeMetadata":{"v1":{...}}}`);
+  }
+  if (!isJsonObject(cm)) throw new ConfigError("CONFIG_SHAPE", `${source}: computeMetadata: expected an object`);
+  const v1 = cm.v1;
+  if (!isJsonObject(v1)) throw new ConfigError("CONFIG_SHAPE", `${source}: ${ROOT}: missing or not an object`);
+  return v1;
+}
+
+function objectAt(parent: JsonObject, key: string): JsonObject {
+  const existing = parent[key];
+  if (isJsonObject(existing)) return existing;
+  const created: JsonObject = Object.create(null);
+  parent[key] = created;
+  return created;
+}
+
+function applyEnv(v1: JsonObject, env: Record<string, string | undefined>, source: string): void {
+  const projectId = env.GOOGLE_PROJECT_ID;
+  const number = env.GOOGLE_NUMERIC_PROJECT_ID;
+  if (projectId) objectAt(v1, "project").projectId = projectId;
+  if (number) {
+    if (!/^\d+$/.test(number)) {
+      throw new ConfigError("CONFIG_ENV", `GOOGLE_NUMERIC_PROJECT_ID must be digits only, found ${JSON.stringify(number)}`);
+    }
+    objectAt(v1, "project").numericProjectId = new JsonNumber(number);
+  }
+  const email = env.GOOGLE_SERVICE_ACCOUNT || env.GOOGLE_ACCOUNT_EMAIL;
+  if (!email) return;
+  const accounts = objectAt(objectAt(v1, "instance"), "serviceAccounts");
+  const def = accounts.default;
+  if (!isJsonObject(def)) {
+    throw new ConfigError("CONFIG_ENV", `${source}: GOOGLE_SERVICE_ACCOUNT is set but ${ROOT}.instance.serviceAccounts.default is missing`);
+  }
+  const old = def.email;
+  def.email = email;
+  if (typeof old === "string" && old !== email && isJsonObject(accounts[old]) && accounts[email] === undefined) {
+    const moved = accounts[old] as JsonObject;
+    delete accounts[old];
+    moved.email = email;
+    accounts[email] = moved;
+  }
+}
+
+/** Every account has an e-mail; the default account also appears under its e-mail, as on a real VM. */
+function normaliseAccounts(v1: JsonObject, requireDefault: boolean, source: string): void {
+  const instance = v1.instance;
+  const accounts = isJsonObject(instance) ? instance.serviceAccounts : undefined;
+  const at = `${ROOT}.instance.serviceAccounts`;
+  if (accounts === undefined || accounts === null) {
+    if (requireDefault) {
+      throw new ConfigError("CONFIG_NO_DEFAULT_ACCOUNT", `${source}: ${at}.default: missing; the config must define a default service account`);
+    }
+    return;
+  }
+  if (!isJsonObject(accounts)) throw new ConfigError("CONFIG_SHAPE", `${source}: ${at}: expected an object`);
+  for (const [key, acct] of Object.entries(accounts)) {
+    if (!isJsonObject(acct)) continue; // buildTree reports the shape error with its path
+    if (acct.email === undefined && key !== "default") acct.email = key;
+  }
+  const def = accounts.default;
+  if (def === undefined) {
+    if (requireDefault) {
+      throw new ConfigError("CONFIG_NO_DEFAULT_ACCOUNT", `${source}: ${at}.default: missing; the config must define a default service account`);
+    }
+    return;
+  }
+  if (!isJsonObject(def)) return;
+  if (typeof def.email !== "string" || def.email === "") {
+    throw new ConfigError("CONFIG_SHAPE", `${source}: ${at}.default.email: missing; give the default account's e-mail address`);
+  }
+  if (def.aliases === undefined) def.aliases = ["default"];
+  if (accounts[def.email] === undefined) {
+    accounts[def.email] = Object.assign(Object.create(null), def);
+  }
+}
+
+/** Check a config document and build the v1 tree from it. Throws ConfigError naming the JSON path at fault. */
+export function claimsFromDocument(doc: JsonValue | object, options: ClaimsOptions = {}): Tree {
+  const source = options.source ?? "config";
+  // Work on a copy: overrides and normalisation must not leak into the caller's object.
+  const copy = fromPlain(doc);
+  const v1 = v1Of(copy, source);
+  applyEnv(v1, options.env ?? {}, source);
+  normaliseAccounts(v1, options.requireDefaultAccount ?? false, source);
+  // Every VM answers universe/universe-domain; the public cloud's domain unless the config says otherwise.
+  if (v1.universe === undefined) v1.universe = Object.assign(Object.create(null), { universeDomain: "googleapis.com" });
+  try {
+    return buildTree(v1, v1Schema, ROOT);
+  } catch (e) {
+    if (e instanceof ConfigError) throw new ConfigError(e.code, `${source}: ${e.message}`, { cause: e });
+    throw e;
+  }
+}
+
+/** Read, check and build a config file in one step. */
+export async function loadClaims(path: string, options: ClaimsOptions = {}): Promise<Tree> {
+  return claimsFromDocument(await readConfigFile(path), { ...options, source: options.source ?? path });
+}

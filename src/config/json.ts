@@ -1,0 +1,243 @@
+/**
+ * A strict JSON parser that keeps what JSON.parse throws away: the exact text of every number (instance ids exceed
+ * 2^53) and the line and column of a syntax error, so a bad config file is reported precisely.
+ */
+
+/** A JSON number kept as its literal text. */
+export class JsonNumber {
+  constructor(readonly raw: string) {}
+  get isInteger(): boolean {
+    return /^-?\d+$/.test(this.raw);
+  }
+}
+
+export type JsonValue = string | boolean | null | JsonNumber | JsonValue[] | JsonObject;
+/** Objects keep insertion order; a null prototype so keys such as `__proto__` are plain data. */
+export type JsonObject = { [key: string]: JsonValue };
+
+export class JsonSyntaxError extends Error {
+  constructor(
+    message: string,
+    readonly line: number,
+    readonly column: number,
+  ) {
+    super(`line ${line}, column ${column}: ${message}`);
+  }
+}
+
+const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+
+export function parseJson(text: string): JsonValue {
+  let i = 0;
+  // A UTF-8 byte-order mark is common in files written on Windows.
+  if (text.charCodeAt(0) === 0xfeff) i = 1;
+
+  const fail = (message: string, at = i): never => {
+    let line = 1;
+    let lineStart = 0;
+    for (let k = 0; k < at && k < text.length; k++) {
+      if (text.charCodeAt(k) === 10) {
+        line++;
+        lineStart = k + 1;
+      }
+    }
+    throw new JsonSyntaxError(message, line, at - lineStart + 1);
+  };
+
+  const describe = (at: number): string => {
+    if (at >= text.length) return "end of file";
+    return JSON.stringify(text[at]);
+  };
+
+  const skip = (): void => {
+    for (;;) {
+      const c = text.charCodeAt(i);
+      if (c === 32 || c === 9 || c === 10 || c === 13) i++;
+      else return;
+    }
+  };
+
+  const parseString = (): string => {
+    const start = i;
+    i++; // opening quote
+    let out = "";
+    let chunk = i;
+    for (;;) {
+      if (i >= text.length) fail("unterminated string", start);
+      const c = text.charCodeAt(i);
+      if (c === 34) {
+        out += text.slice(chunk, i);
+        i++;
+        return out;
+      }
+      if (c < 0x20) fail("control character in string (escape newlines as \\n)");
+      if (c === 92) {
+        out += text.slice(chunk, i);
+        const e = text[i + 1];
+        switch (e) {
+          case '"':
+          case "\\":
+          case "/":
+            out += e;
+            i += 2;
+            break;
+          case "b":
+            out += "\b";
+            i += 2;
+            break;
+          case "f":
+            out += "\f";
+            i += 2;
+            break;
+          case "n":
+            out += "\n";
+            i += 2;
+            break;
+          case "r":
+            out += "\r";
+            i += 2;
+            break;
+          case "t":
+            out += "\t";
+            i += 2;
+            break;
+          case "u": {
+            const hex = text.slice(i + 2, i + 6);
+            if (!/^[0-9a-fA-F]{4}$/.test(hex)) fail("bad \\u escape");
+            out += String.fromCharCode(parseInt(hex, 16));
+            i += 6;
+            break;
+          }
+          default:
+            fail(`bad escape \\${e ?? ""}`);
+        }
+        chunk = i;
+        continue;
+      }
+      i++;
+    }
+  };
+
+  const parseValue = (): JsonValue => {
+    skip();
+    const c = text[i];
+    if (c === "{") {
+      i++;
+      const obj: JsonObject = Object.create(null);
+      skip();
+      if (text[i] === "}") {
+        i++;
+        return obj;
+      }
+      for (;;) {
+        skip();
+        if (text[i] !== '"') fail(`expected a quoted key, found ${describe(i)}`);
+        const keyAt = i;
+        const key = parseString();
+        if (Object.prototype.hasOwnProperty.call(obj, key)) fail(`duplicate key ${JSON.stringify(key)}`, keyAt);
+        skip();
+        if (text[i] !== ":") fail(`expected ':' after key ${JSON.stringify(key)}, found ${describe(i)}`);
+        i++;
+        obj[key] = parseValue();
+        skip();
+        if (text[i] === ",") {
+          i++;
+          skip();
+          if (text[i] === "}") fail("trailing comma before '}'");
+          continue;
+        }
+        if (text[i] === "}") {
+          i++;
+          return obj;
+        }
+        fail(`expected ',' or '}', found ${describe(i)}`);
+      }
+    }
+    if (c === "[") {
+      i++;
+      const arr: JsonValue[] = [];
+      skip();
+      if (text[i] === "]") {
+        i++;
+        return arr;
+      }
+      for (;;) {
+        arr.push(parseValue());
+        skip();
+        if (text[i] === ",") {
+          i++;
+          skip();
+          if (text[i] === "]") fail("trailing comma before ']'");
+          continue;
+        }
+        if (text[i] === "]") {
+          i++;
+          return arr;
+        }
+        fail(`expected ',' or ']', found ${describe(i)}`);
+      }
+    }
+    if (c === '"') return parseString();
+    if (text.startsWith("true", i)) {
+      i += 4;
+      return true;
+    }
+    if (text.startsWith("false", i)) {
+      i += 5;
+      return false;
+    }
+    if (text.startsWith("null", i)) {
+      i += 4;
+      return null;
+    }
+    NUMBER.lastIndex = i;
+    const m = NUMBER.exec(text);
+    if (m) {
+      i += m[0].length;
+      return new JsonNumber(m[0]);
+    }
+    return fail(`unexpected ${describe(i)}`);
+  };
+
+  const value = parseValue();
+  skip();
+  if (i < text.length) fail(`unexpected ${describe(i)} after the end of the document`);
+  return value;
+}
+
+export function isJsonObject(v: JsonValue | undefined): v is JsonObject {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof JsonNumber);
+}
+
+/** Convert plain JavaScript data (numbers included) into a JsonValue tree; bigint keeps its digits. */
+export function fromPlain(v: unknown): JsonValue {
+  if (v === null || v === undefined) return null;
+  if (typeof v === "string" || typeof v === "boolean") return v;
+  if (typeof v === "number") {
+    if (!Number.isFinite(v)) throw new TypeError("non-finite number");
+    return new JsonNumber(String(v));
+  }
+  if (typeof v === "bigint") return new JsonNumber(v.toString());
+  if (v instanceof JsonNumber) return v;
+  if (Array.isArray(v)) return v.map(fromPlain);
+  if (typeof v === "object") {
+    const o: JsonObject = Object.create(null);
+    for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
+      if (val !== undefined) o[k] = fromPlain(val);
+    }
+    return o;
+  }
+  throw new TypeError(`cannot represent ${typeof v} in JSON`);
+}
+
+/** Serialise a JsonValue compactly, numbers verbatim. */
+export function stringify(v: JsonValue): string {
+  if (v === null) return "null";
+  if (typeof v === "string") return JSON.stringify(v);
+  if (typeof v === "boolean") return v ? "true" : "false";
+  if (v instanceof JsonNumber) return v.raw;
+  if (Array.isArray(v)) return `[${v.map(stringify).join(",")}]`;
+  return `{${Object.keys(v)
+    .map((k) => `${JSON.stringify(k)}:${stringify(v[k]!)}`)
+    .join(",")}}`;
+}

@@ -1,0 +1,169 @@
+/**
+ * One cache in front of every credential source. Tokens are kept per account and scopes (access) or per account,
+ * audience, format and licenses (identity); refreshed ahead of expiry like the real server, which swaps in a new
+ * token when about four minutes remain; single-flight, so a thousand cold requests make one upstream call.
+ * Failures are never cached.
+ */
+import type { Account, CredentialSource, IdTokenRequest, InstanceIdentity, IssuedToken } from "./source.ts";
+
+/** A cached token plus its rendered metadata-server body, rebuilt at most once a second. */
+export class CachedToken {
+  private renderedAt = -1;
+  private rendered = "";
+  constructor(
+    readonly token: string,
+    readonly expiresAt: number,
+    /** Lifetime when minted, to scale the refresh margins for short-lived tokens. */
+    readonly lifetime: number,
+  ) {}
+
+  /** Whole seconds left, as `expires_in`. */
+  expiresIn(now = Date.now()): number {
+    return Math.max(0, Math.floor((this.expiresAt - now) / 1000));
+  }
+
+  /** `{"access_token":…,"expires_in":…,"token_type":"Bearer"}`, in the real server's field order. */
+  accessTokenBody(now = Date.now()): string {
+    const left = this.expiresIn(now);
+    if (left !== this.renderedAt) {
+      this.rendered = `{"access_token":${JSON.stringify(this.token)},"expires_in":${left},"token_type":"Bearer"}`;
+      this.renderedAt = left;
+    }
+    return this.rendered;
+  }
+}
+
+interface Slot {
+  value?: CachedToken;
+  inflight?: Promise<CachedToken>;
+}
+
+export interface TokenCacheEvents {
+  hit?(kind: "access" | "identity"): void;
+  miss?(kind: "access" | "identity"): void;
+  /** An upstream call finished; `ok` false when it threw. */
+  upstream?(kind: "access" | "identity", seconds: number, ok: boolean): void;
+  /** A background refresh failed; the still-valid token keeps being served. */
+  refreshFailed?(kind: "access" | "identity", error: unknown): void;
+}
+
+export interface TokenCacheOptions {
+  now?: () => number;
+  /** Start refreshing in the background when this much lifetime remains (default 300 s). */
+  refreshAheadMs?: number;
+  /** Never hand out a token with less than this left; wait for the refresh instead (default 240 s). */
+  minRemainingMs?: number;
+  /** Upper bound on cached keys; expired and oldest entries go first. */
+  maxEntries?: number;
+  events?: TokenCacheEvents;
+}
+
+export class TokenCache {
+  private readonly slots = new Map<string, Slot>();
+  private readonly now: () => number;
+  private readonly refreshAhead: number;
+  private readonly minRemaining: number;
+  private readonly maxEntries: number;
+  private readonly events: TokenCacheEvents;
+
+  constructor(
+    readonly source: CredentialSource,
+    options: TokenCacheOptions = {},
+  ) {
+    this.now = options.now ?? Date.now;
+    this.refreshAhead = options.refreshAheadMs ?? 300_000;
+    this.minRemaining = options.minRemainingMs ?? 240_000;
+    this.maxEntries = options.maxEntries ?? 10_000;
+    this.events = options.events ?? {};
+  }
+
+  /** An access token; synchronous when a fresh one is cached, so the hot path allocates no promise. */
+  accessToken(account: Account, scopes: readonly string[]): CachedToken | Promise<CachedToken> {
+    const key = `a\u0000${account.email}\u0000${[...new Set(scopes)].sort().join(" ")}`;
+    return this.get(key, "access", () => this.source.accessToken({ account, scopes }));
+  }
+
+  idToken(request: IdTokenRequest): CachedToken | Promise<CachedToken> {
+    const { account, audience, format, licenses } = request;
+    const key = `i\u0000${account.email}\u0000${format}\u0000${licenses ? 1 : 0}\u0000${audience}`;
+    return this.get(key, "identity", () => this.source.idToken(request));
+  }
+
+  /** Forget every cached token (after a credential or identity change). */
+  clear(): void {
+    this.slots.clear();
+  }
+
+  get size(): number {
+    return this.slots.size;
+  }
+
+  private get(key: string, kind: "access" | "identity", mint: () => Promise<IssuedToken>): CachedToken | Promise<CachedToken> {
+    let slot = this.slots.get(key);
+    const now = this.now();
+    const value = slot?.value;
+    if (value) {
+      const left = value.expiresAt - now;
+      // Short-lived tokens (tests, custom sources) scale the margins down so they are still reused.
+      const ahead = Math.min(this.refreshAhead, value.lifetime / 2);
+      const floor = Math.min(this.minRemaining, value.lifetime / 4);
+      if (left > ahead) {
+        this.events.hit?.(kind);
+        return value;
+      }
+      if (left > floor) {
+        this.events.hit?.(kind);
+        if (!slot!.inflight) {
+          this.start(slot!, kind, mint).catch((e) => this.events.refreshFailed?.(kind, e));
+        }
+        return value;
+      }
+    }
+    this.events.miss?.(kind);
+    if (!slot) {
+      this.evictIfFull(now);
+      slot = {};
+      this.slots.set(key, slot);
+    }
+    return slot.inflight ?? this.start(slot, kind, mint);
+  }
+
+  private start(slot: Slot, kind: "access" | "identity", mint: () => Promise<IssuedToken>): Promise<CachedToken> {
+    const started = this.now();
+    // mint runs in a microtask, so `inflight` is set before it can settle.
+    const p: Promise<CachedToken> = Promise.resolve()
+      .then(mint)
+      .then(
+        (issued) => {
+          const lifetime = issued.expiresAt - this.now();
+          if (!(lifetime > 0)) throw new Error("the credential source returned an already expired token");
+          const cached = new CachedToken(issued.token, issued.expiresAt, lifetime);
+          slot.value = cached;
+          this.events.upstream?.(kind, (this.now() - started) / 1000, true);
+          return cached;
+        },
+        (e: unknown) => {
+          this.events.upstream?.(kind, (this.now() - started) / 1000, false);
+          throw e;
+        },
+      )
+      .finally(() => {
+        if (slot.inflight === p) slot.inflight = undefined;
+      });
+    slot.inflight = p;
+    return p;
+  }
+
+  private evictIfFull(now: number): void {
+    if (this.slots.size < this.maxEntries) return;
+    for (const [k, s] of this.slots) {
+      if (!s.inflight && (!s.value || s.value.expiresAt <= now)) this.slots.delete(k);
+    }
+    for (const k of this.slots.keys()) {
+      if (this.slots.size < this.maxEntries) break;
+      this.slots.delete(k);
+    }
+  }
+}
+
+export type { Account, InstanceIdentity };

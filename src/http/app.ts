@@ -1,0 +1,56 @@
+/**
+ * The Elysia app: the metadata guard runs first on every request and answers everything under /computeMetadata
+ * (and /) from the snapshot; the routes below serve what lives beside the tree on the same listener.
+ */
+import { Elysia } from "elysia";
+import { createMetadataHandler, type ServingState } from "./handler.ts";
+import { notFound, plain } from "./pages.ts";
+import { BASE_HEADERS, JSON_TYPE } from "../metadata/snapshot.ts";
+
+const JSON_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": JSON_TYPE } };
+
+function pathAndQuery(url: string): string {
+  if (url.startsWith("/")) return url;
+  const scheme = url.indexOf("://");
+  const slash = scheme < 0 ? -1 : url.indexOf("/", scheme + 3);
+  return slash < 0 ? "/" : url.slice(slash);
+}
+
+export function createApp(state: ServingState) {
+  const guard = createMetadataHandler(state);
+  return (
+    new Elysia({ strictPath: true })
+      // Elysia passes the Bun server, which the guard needs to lift the idle timeout of hanging GETs.
+      .onRequest(({ request, server }) => guard(request, server ?? undefined))
+      // OpenID discovery for the issuer that signs ID tokens here (emulated issuer), so apps verify them offline.
+      .get("/.well-known/openid-configuration", ({ request }) => {
+        const openid = state.tokens.source.openid;
+        if (!openid) return notFound(pathAndQuery(request.url));
+        const host = request.headers.get("host") || "metadata.google.internal";
+        const base = `${state.scheme}://${host}`;
+        const doc = {
+          issuer: openid.issuer,
+          jwks_uri: `${base}/oauth2/v3/certs`,
+          response_types_supported: ["id_token"],
+          subject_types_supported: ["public"],
+          id_token_signing_alg_values_supported: ["RS256"],
+          claims_supported: ["aud", "azp", "email", "email_verified", "exp", "google", "iat", "iss", "sub"],
+        };
+        return new Response(JSON.stringify(doc), JSON_INIT);
+      })
+      .get("/oauth2/v3/certs", async ({ request }) => {
+        const openid = state.tokens.source.openid;
+        if (!openid) return notFound(pathAndQuery(request.url));
+        try {
+          return new Response(JSON.stringify(await openid.jwks()), JSON_INIT);
+        } catch (e) {
+          return plain(500, `signing keys unavailable: ${(e as Error).message}\n`);
+        }
+      })
+      .onError(({ code, request, error }) => {
+        if (code === "NOT_FOUND") return notFound(pathAndQuery(request.url));
+        state.log.error("request failed", { path: pathAndQuery(request.url), error });
+        return plain(500, "Internal Server Error\n");
+      })
+  );
+}

@@ -1,0 +1,217 @@
+/**
+ * The metadata request path: admission rules (X-Forwarded-For, Metadata-Flavor, method), one snapshot lookup,
+ * query parameters, and the cached bytes of the chosen representation. Token and identity requests go to the
+ * token cache. Requests outside the metadata tree return undefined and fall through to the app's other routes.
+ */
+import { MetaNode, Redirect, type Rendering, type Snapshot, BASE_HEADERS, JSON_TYPE, TEXT } from "../metadata/snapshot.ts";
+import { CachedToken, type TokenCache } from "../credentials/token-cache.ts";
+import { badRequest, forwarded, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
+import { flag, parseQuery, type Params } from "./query.ts";
+import { redact, type Logger } from "../observability/log.ts";
+import type { Account } from "../credentials/source.ts";
+
+/** What the handler reads on every request; `snapshot` is swapped whole on reload. */
+export interface ServingState {
+  snapshot: Snapshot;
+  tokens: TokenCache;
+  log: Logger;
+  /** Accept the legacy `X-Google-Metadata-Request: True` in place of Metadata-Flavor. */
+  legacyHeader: boolean;
+  scheme: "http" | "https";
+  /** Hanging GETs; absent until wired. */
+  waits?: WaitService;
+}
+
+export interface WaitRequest {
+  path: string;
+  recursive: boolean;
+  lastEtag: string | undefined;
+  /** Seconds; undefined waits until a change. */
+  timeoutSec: number | undefined;
+  signal: AbortSignal;
+}
+
+export interface WaitService {
+  /** Resolves when the node's ETag differs from `lastEtag` (or from the current one), on timeout, or on abort. */
+  wait(req: WaitRequest, currentEtag: string): Promise<void>;
+}
+
+/** What the handler needs from the server (Bun's Server) for long requests. */
+export interface ServerHooks {
+  timeout?(request: Request, seconds: number): void;
+}
+
+const TOKEN_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": JSON_TYPE } };
+const IDENTITY_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": TEXT } };
+const FORBIDDEN_IN_PATH = /%(?:21|24|27|28|29|2a|2c|40)/i;
+const DEFAULT_HOST = "metadata.google.internal";
+
+export type Handled = Response | Promise<Response> | undefined;
+
+export function createMetadataHandler(state: ServingState): (req: Request, server?: ServerHooks) => Handled {
+  const { log } = state;
+
+  function respond(r: Rendering): Response {
+    return new Response(r.body, r.init);
+  }
+
+  function tokenFailure(what: string, account: Account, e: unknown): Response {
+    const reason = redact(e instanceof Error ? e.message : String(e));
+    log.error(`${what} failed`, { account: account.email, error: reason });
+    return plain(500, `Failed to obtain ${what} for ${account.email}: ${reason}\n`);
+  }
+
+  function token(node: MetaNode, params: Params | undefined): Handled {
+    const account = node.account!;
+    if (params && flag(params, "wait_for_change")) return badRequest("wait_for_change is not supported for the token endpoint");
+    const requested = params?.get("scopes");
+    const scopes = requested ? requested.split(",").map((s) => s.trim()).filter(Boolean) : account.scopes;
+    try {
+      const t = state.tokens.accessToken(account, scopes);
+      if (t instanceof CachedToken) return new Response(t.accessTokenBody(), TOKEN_INIT);
+      return t.then(
+        (v) => new Response(v.accessTokenBody(), TOKEN_INIT),
+        (e) => tokenFailure("an access token", account, e),
+      );
+    } catch (e) {
+      return tokenFailure("an access token", account, e);
+    }
+  }
+
+  function identity(node: MetaNode, params: Params | undefined, snapshot: Snapshot): Handled {
+    const account = node.account!;
+    const audience = params?.get("audience");
+    if (!audience) return badRequest("non-empty audience parameter required");
+    if (flag(params!, "wait_for_change")) return badRequest("wait_for_change is not supported for the identity endpoint");
+    const format = (params!.get("format") || "standard").toLowerCase();
+    if (format !== "standard" && format !== "full") return badRequest(`invalid format ${JSON.stringify(format)}: use standard or full`);
+    // licenses only means something with format=full.
+    const licenses = format === "full" && flag(params!, "licenses");
+    try {
+      const t = state.tokens.idToken({ account, audience, format, licenses, instance: snapshot.identity });
+      if (t instanceof CachedToken) return new Response(t.token, IDENTITY_INIT);
+      return t.then(
+        (v) => new Response(v.token, IDENTITY_INIT),
+        (e) => tokenFailure("an identity token", account, e),
+      );
+    } catch (e) {
+      return tokenFailure("an identity token", account, e);
+    }
+  }
+
+  /** Pick the representation for a node and query; a string is a 400 reason. */
+  function choose(node: MetaNode, params: Params, recursive: boolean): Rendering | string {
+    const alt = params.get("alt") || undefined;
+    if (alt !== undefined && alt !== "json" && alt !== "text") return `invalid alt value ${JSON.stringify(alt)}: use json or text`;
+    if (node.isDir) {
+      if (!recursive) {
+        if (alt) return "alt is only supported with recursive=true on a directory";
+        return node.plain;
+      }
+      return alt === "text" ? node.recursiveText : node.recursive!;
+    }
+    return alt === "json" ? node.altJson : alt === "text" ? node.altText : node.plain;
+  }
+
+  async function hang(
+    node: MetaNode,
+    params: Params,
+    recursive: boolean,
+    req: Request,
+    server: ServerHooks | undefined,
+  ): Promise<Response> {
+    const waits = state.waits;
+    if (!waits) return badRequest("wait_for_change is not supported by this server");
+    const timeoutRaw = params.get("timeout_sec");
+    let timeoutSec: number | undefined;
+    if (timeoutRaw !== undefined && timeoutRaw !== "") {
+      if (!/^\d+$/.test(timeoutRaw)) return badRequest(`timeout_sec must be a non-negative integer, found ${JSON.stringify(timeoutRaw)}`);
+      timeoutSec = Number(timeoutRaw);
+    }
+    const first = choose(node, params, recursive);
+    if (typeof first === "string") return badRequest(first);
+    server?.timeout?.(req, 0);
+    await waits.wait(
+      { path: node.path, recursive: recursive && node.isDir, lastEtag: params.get("last_etag"), timeoutSec, signal: req.signal },
+      first.etag,
+    );
+    // Answer with whatever is current now; the node may have gone.
+    const now = state.snapshot.lookup(node.path);
+    if (!(now instanceof MetaNode)) return notFound(node.path);
+    const r = choose(now, params, recursive);
+    return typeof r === "string" ? badRequest(r) : respond(r);
+  }
+
+  return function handle(req: Request, server?: ServerHooks): Handled {
+    const url = req.url;
+    // Bun may hand over a request without Host, whose URL is just the path; never call new URL().
+    let p0 = 0;
+    if (url.charCodeAt(0) !== 47) {
+      const scheme = url.indexOf("://");
+      p0 = scheme < 0 ? 0 : url.indexOf("/", scheme + 3);
+      if (p0 < 0) p0 = url.length;
+    }
+    const q = url.indexOf("?", p0);
+    const rawPath = q < 0 ? url.slice(p0) : url.slice(p0, q);
+    const path = rawPath === "" ? "/" : rawPath;
+    const query = q < 0 ? "" : url.slice(q + 1);
+    const headers = req.headers;
+
+    if (headers.get("x-forwarded-for") !== null) return forwarded(q < 0 ? path : `${path}?${query}`);
+
+    const method = req.method;
+    const readOnly = method === "GET" || method === "HEAD";
+    const snapshot = state.snapshot;
+    if (path === "/") {
+      if (!readOnly) return methodNotAllowed(method, path, "GET, HEAD");
+      // The one path served without Metadata-Flavor (Go's OnGCE probe sends none); its query is ignored.
+      return respond((snapshot.lookup("/") as MetaNode).plain);
+    }
+    if (!path.startsWith("/computeMetadata")) return undefined;
+
+    if (headers.get("metadata-flavor") !== "Google") {
+      const legacy = state.legacyHeader && headers.get("x-google-metadata-request")?.toLowerCase() === "true";
+      if (!legacy) return missingFlavor(q < 0 ? path : `${path}?${query}`);
+    }
+    if (!readOnly) return methodNotAllowed(method, path, "GET, HEAD");
+
+    let entry = snapshot.lookup(path);
+    if (entry === undefined) {
+      const normal = normalise(path);
+      if (normal !== undefined && normal !== path) entry = snapshot.lookup(normal);
+      if (entry === undefined) return notFound(q < 0 ? path : `${path}?${query}`);
+    }
+    if (entry instanceof Redirect) {
+      return redirect(entry.target, query, headers.get("host") || DEFAULT_HOST, state.scheme);
+    }
+    const node = entry;
+    if (node.kind === "leaf" || node.kind === "dir") {
+      if (q < 0 || query === "") return respond(node.plain);
+      const params = parseQuery(query);
+      const recursive = flag(params, "recursive");
+      if (flag(params, "wait_for_change")) {
+        if (node.isDir && !recursive) return badRequest("wait_for_change on a directory requires recursive=true");
+        return hang(node, params, recursive, req, server);
+      }
+      const r = choose(node, params, recursive);
+      return typeof r === "string" ? badRequest(r) : respond(r);
+    }
+    const params = q < 0 || query === "" ? undefined : parseQuery(query);
+    return node.kind === "token" ? token(node, params) : identity(node, params, snapshot);
+  };
+}
+
+/** Collapse `//` and decode percent-escapes; undefined for the escapes the real server rejects in paths. */
+export function normalise(path: string): string | undefined {
+  let p = path;
+  if (p.includes("%")) {
+    if (FORBIDDEN_IN_PATH.test(p)) return undefined;
+    try {
+      p = decodeURIComponent(p);
+    } catch {
+      return undefined;
+    }
+  }
+  if (p.includes("//")) p = p.replace(/\/{2,}/g, "/");
+  return p;
+}

@@ -1,0 +1,105 @@
+/** Google's error pages and the other fixed answers, byte for byte where the real server's are known. */
+import { BASE_HEADERS } from "../metadata/snapshot.ts";
+
+const STYLE =
+  "*{margin:0;padding:0}html,code{font:15px/22px arial,sans-serif}html{background:#fff;color:#222;padding:15px}body{margin:7% auto 0;max-width:390px;min-height:180px;padding:30px 0 15px}* > body{background:url(//www.google.com/images/errors/robot.png) 100% 5px no-repeat;padding-right:205px}p{margin:11px 0 22px;overflow:hidden}ins{color:#777;text-decoration:none}a img{border:0}@media screen and (max-width:772px){body{background:none;margin-top:0;max-width:none;padding-right:0}}#logo{background:url(//www.google.com/images/branding/googlelogo/1x/googlelogo_color_150x54dp.png) no-repeat;margin-left:-5px}@media only screen and (min-resolution:192dpi){#logo{background:url(//www.google.com/images/branding/googlelogo/2x/googlelogo_color_150x54dp.png) no-repeat 0% 0%/100% 100%;-moz-border-image:url(//www.google.com/images/branding/googlelogo/2x/googlelogo_color_150x54dp.png) 0}}@media only screen and (-webkit-min-device-pixel-ratio:2){#logo{background:url(//www.google.com/images/branding/googlelogo/2x/googlelogo_color_150x54dp.png) no-repeat;-webkit-background-size:100% 100%}}#logo{display:inline-block;height:54px;width:150px}";
+
+const HTML = "text/html; charset=UTF-8";
+
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+};
+
+const escapeHtml = (s: string): string =>
+  s.replace(/[&<>"]/g, (c) => (c === "&" ? "&amp;" : c === "<" ? "&lt;" : c === ">" ? "&gt;" : "&quot;"));
+
+/** Google's generic error page; `message` is HTML already escaped, with its trailing spaces. */
+export function googleErrorPage(status: number, message: string): string {
+  return `<!DOCTYPE html>
+<html lang=en>
+  <meta charset=utf-8>
+  <meta name=viewport content="initial-scale=1, minimum-scale=1, width=device-width">
+  <title>Error ${status} (${STATUS_TEXT[status] ?? "Error"})!!1</title>
+  <style>
+    ${STYLE}
+  </style>
+  <a href=//www.google.com/><span id=logo aria-label=Google></span></a>
+  <p><b>${status}.</b> <ins>That’s an error.</ins>
+  <p>${message}<ins>That’s all we know.</ins>
+`;
+}
+
+const htmlInit = (status: number, extra?: Record<string, string>): ResponseInit => ({
+  status,
+  headers: { ...BASE_HEADERS, "Content-Type": HTML, ...extra },
+});
+
+const INIT_404 = htmlInit(404);
+const INIT_403 = htmlInit(403);
+
+/** 404 with the path and query in `<code>`, as the live server shows them. */
+export function notFound(pathAndQuery: string): Response {
+  return new Response(
+    googleErrorPage(404, `The requested URL <code>${escapeHtml(pathAndQuery)}</code> was not found on this server.  `),
+    INIT_404,
+  );
+}
+
+/** 403 for a request without `Metadata-Flavor: Google`. */
+export function missingFlavor(pathAndQuery: string): Response {
+  return new Response(
+    googleErrorPage(
+      403,
+      `Your client does not have permission to get URL <code>${escapeHtml(pathAndQuery)}</code> from this server. Missing Metadata-Flavor:Google header. `,
+    ),
+    INIT_403,
+  );
+}
+
+/** 403 for a request carrying X-Forwarded-For (the server refuses proxied requests, against SSRF). */
+export function forwarded(pathAndQuery: string): Response {
+  return new Response(
+    googleErrorPage(
+      403,
+      `Your client does not have permission to get URL <code>${escapeHtml(pathAndQuery)}</code> from this server. Requests with an X-Forwarded-For header are not accepted. `,
+    ),
+    INIT_403,
+  );
+}
+
+export function methodNotAllowed(method: string, path: string, allow: string): Response {
+  return new Response(
+    googleErrorPage(
+      405,
+      `The request method <code>${escapeHtml(method)}</code> is inappropriate for the URL <code>${escapeHtml(path)}</code>.  `,
+    ),
+    htmlInit(405, { Allow: allow }),
+  );
+}
+
+const TEXT_400 = { ...BASE_HEADERS, "Content-Type": "text/plain; charset=utf-8" };
+
+/** 400 for improper query parameters; a short plain-text reason. */
+export function badRequest(reason: string): Response {
+  return new Response(`${reason}\n`, { status: 400, headers: TEXT_400 });
+}
+
+/** A plain-text answer with the standard headers (token failures, disabled endpoints). */
+export function plain(status: number, body: string, contentType = "text/plain; charset=utf-8"): Response {
+  return new Response(body, { status, headers: { ...BASE_HEADERS, "Content-Type": contentType } });
+}
+
+/** 301 to the directory's slashed path; `Location` absolute from the request's Host, query kept after the slash. */
+export function redirect(target: string, query: string, host: string, scheme: string): Response {
+  return new Response(`${target}\n`, {
+    status: 301,
+    headers: {
+      ...BASE_HEADERS,
+      "Content-Type": "text/html",
+      Location: `${scheme}://${host}${target}${query ? `?${query}` : ""}`,
+    },
+  });
+}

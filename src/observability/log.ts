@@ -1,0 +1,67 @@
+/**
+ * Logs: one line per event on stderr, `time level message key=value…`. glog's `-v N` maps to levels: errors and
+ * warnings always, info by default, per-request lines from -v 1 (debug), and wire detail from -v 2 (trace).
+ * Nothing that looks like a token, assertion or key ever reaches a line: values pass through `redact`.
+ */
+
+export type Level = "error" | "warn" | "info" | "debug" | "trace";
+const RANK: Record<Level, number> = { error: 0, warn: 1, info: 2, debug: 3, trace: 4 };
+
+const SECRET_PATTERNS: Array<[RegExp, string]> = [
+  [/ya29\.[\w.-]+/g, "[redacted]"], // OAuth2 access tokens
+  [/eyJ[\w-]*\.[\w-]+\.[\w-]*/g, "[redacted]"], // JWTs and JWS (ID tokens, assertions)
+  [/-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, "[redacted]"],
+  [/("?(?:access_token|id_token|assertion|private_key|refresh_token|client_secret|subject_token)"?\s*[:=]\s*"?)[^"&\s,}]+/gi, "$1[redacted]"],
+];
+
+/** Replace anything that looks like a credential with `[redacted]`. */
+export function redact(text: string): string {
+  let out = text;
+  for (const [re, replacement] of SECRET_PATTERNS) out = out.replace(re, replacement);
+  return out;
+}
+
+function formatValue(v: unknown): string {
+  const s = v instanceof Error ? v.message : typeof v === "string" ? v : JSON.stringify(v);
+  const clean = redact(s ?? "");
+  return /^[\w./:@+-]*$/.test(clean) && clean !== "" ? clean : JSON.stringify(clean);
+}
+
+export interface Logger {
+  level: Level;
+  enabled(level: Level): boolean;
+  error(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  trace(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export function createLogger(level: Level = "info", write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
+  const logger: Logger = {
+    level,
+    enabled: (l) => RANK[l] <= RANK[logger.level],
+    error: (m, f) => emit("error", m, f),
+    warn: (m, f) => emit("warn", m, f),
+    info: (m, f) => emit("info", m, f),
+    debug: (m, f) => emit("debug", m, f),
+    trace: (m, f) => emit("trace", m, f),
+  };
+  function emit(l: Level, msg: string, fields?: Record<string, unknown>): void {
+    if (RANK[l] > RANK[logger.level]) return;
+    let line = `${new Date().toISOString()} ${l.toUpperCase().padEnd(5)} ${redact(msg)}`;
+    if (fields) {
+      for (const [k, v] of Object.entries(fields)) if (v !== undefined) line += ` ${k}=${formatValue(v)}`;
+    }
+    write(`${line}\n`);
+  }
+  return logger;
+}
+
+/** glog verbosity to a level: 0 info, 1 debug, 2+ trace. */
+export function levelForVerbosity(v: number): Level {
+  return v >= 2 ? "trace" : v >= 1 ? "debug" : "info";
+}
+
+/** A logger that drops everything (library default, so embedding tests stay quiet). */
+export const silentLogger: Logger = createLogger("error", () => {});
