@@ -1,0 +1,154 @@
+/**
+ * Command-line flags in Go's `flag` syntax (`-f v`, `-f=v`, `--f v`, `--f=v`, bare booleans), with the Go
+ * emulator's names and defaults, plus glog's flags that its documentation uses everywhere.
+ */
+import { UsageError } from "../errors.ts";
+
+type Kind = "string" | "bool" | "int";
+
+export interface FlagSpec {
+  kind: Kind;
+  default: string | boolean | number;
+  help: string;
+}
+
+/** The Go emulator's flags (cmd/main.go) and glog's, then this program's own additions. */
+export const FLAGS = {
+  configFile: { kind: "string", default: "config.json", help: "config file: the metadata tree in the real server's ?recursive=true JSON shape" },
+  interface: { kind: "string", default: "127.0.0.1", help: "interface address to bind to" },
+  port: { kind: "string", default: ":8080", help: "port to listen on (:8080, 8080, or :0 for a free port)" },
+  domainsocket: { kind: "string", default: "", help: "listen only on this unix socket (TCP off)" },
+  serviceAccountFile: { kind: "string", default: "", help: "service account key JSON to mint tokens with" },
+  impersonate: { kind: "bool", default: false, help: "impersonate the config's default account, using ADC as the source" },
+  federate: { kind: "bool", default: false, help: "use workload identity federation from GOOGLE_APPLICATION_CREDENTIALS" },
+  metricsEnabled: { kind: "bool", default: false, help: "serve Prometheus metrics" },
+  metricsInterface: { kind: "string", default: "127.0.0.1", help: "metrics interface address to bind to" },
+  metricsPort: { kind: "string", default: "9000", help: "metrics port" },
+  metricsPath: { kind: "string", default: "/metrics", help: "metrics path" },
+  tpm: { kind: "bool", default: false, help: "sign with a key held in a TPM" },
+  persistentHandle: { kind: "int", default: 0, help: "TPM persistent handle of the key (e.g. 0x81010002)" },
+  keyfile: { kind: "string", default: "", help: "TPM key as a TSS2 PRIVATE KEY PEM file" },
+  "tpm-path": { kind: "string", default: "/dev/tpmrm0", help: "TPM device path, or host:port of a software TPM" },
+  parentPass: { kind: "string", default: "", help: "password of the TPM key's parent" },
+  keyPass: { kind: "string", default: "", help: "password of the TPM key" },
+  pcrs: { kind: "string", default: "", help: "PCRs the key's policy is bound to (comma separated, ascending)" },
+  "tpm-session-encrypt-with-name": { kind: "string", default: "", help: "hex name of the EK for an encrypted TPM session; a mismatch refuses start" },
+  useOauthToken: { kind: "bool", default: false, help: "TPM: exchange a signed assertion for an OAuth2 token instead of a self-signed JWT access token" },
+  useEKParent: { kind: "bool", default: false, help: "TPM: the key file's parent is the RSA endorsement key" },
+  useTPMmTLS: { kind: "bool", default: false, help: "TPM key as the client key of an mTLS workload federation exchange" },
+  projectNumber: { kind: "string", default: "", help: "project number for TPM mTLS federation" },
+  poolID: { kind: "string", default: "", help: "workload identity pool id for TPM mTLS federation" },
+  providerID: { kind: "string", default: "", help: "workload identity provider id for TPM mTLS federation" },
+  pubCert: { kind: "string", default: "", help: "client certificate for TPM mTLS federation" },
+  usemTLS: { kind: "bool", default: false, help: "serve HTTPS and require client certificates" },
+  rootCAmTLS: { kind: "string", default: "certs/root.crt", help: "CA that client certificates must chain to" },
+  serverCert: { kind: "string", default: "certs/server.crt", help: "server certificate" },
+  serverKey: { kind: "string", default: "certs/server.key", help: "server key" },
+  version: { kind: "bool", default: false, help: "print version and exit" },
+  // glog
+  logtostderr: { kind: "bool", default: false, help: "log to standard error (always on here)" },
+  alsologtostderr: { kind: "bool", default: false, help: "log to standard error (always on here)" },
+  v: { kind: "int", default: 0, help: "log verbosity: 1 logs every request, 2 adds detail" },
+  stderrthreshold: { kind: "string", default: "ERROR", help: "accepted for glog compatibility" },
+  log_dir: { kind: "string", default: "", help: "accepted for glog compatibility (logs go to standard error)" },
+  vmodule: { kind: "string", default: "", help: "accepted for glog compatibility" },
+  log_backtrace_at: { kind: "string", default: "", help: "accepted for glog compatibility" },
+  // this program's own
+  issuer: { kind: "string", default: "https://accounts.google.com", help: "emulated issuer: iss of the ID tokens it signs" },
+  issuerKey: { kind: "string", default: "", help: "emulated issuer: PKCS#8 PEM file for its signing key, created if missing, so tokens verify across restarts" },
+} as const satisfies Record<string, FlagSpec>;
+
+export type FlagName = keyof typeof FLAGS;
+type ValueOf<K extends FlagName> = (typeof FLAGS)[K]["kind"] extends "bool" ? boolean : (typeof FLAGS)[K]["kind"] extends "int" ? number : string;
+export type Flags = { [K in FlagName]: ValueOf<K> } & { help: boolean; explicit: Set<FlagName> };
+
+const BOOL_VALUES: Record<string, boolean> = {
+  "1": true, t: true, T: true, true: true, TRUE: true, True: true,
+  "0": false, f: false, F: false, false: false, FALSE: false, False: false,
+};
+
+/** Go's strconv.ParseInt(s, 0, 64): decimal, 0x hex, 0o/0 octal, 0b binary, underscores between digits. */
+export function parseGoInt(s: string): number | undefined {
+  const m = /^([+-]?)(0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|0[0-7_]*|[1-9][0-9_]*)$/.exec(s);
+  if (!m) return undefined;
+  const sign = m[1] === "-" ? -1n : 1n;
+  let body = m[2]!.replace(/_/g, "");
+  let value: bigint;
+  if (/^0[xXoObB]/.test(body)) value = BigInt(body.toLowerCase());
+  else if (body.length > 1 && body.startsWith("0")) value = BigInt(`0o${body.slice(1)}`);
+  else value = BigInt(body || "0");
+  value *= sign;
+  if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < -BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
+  return Number(value);
+}
+
+export function parseFlags(argv: readonly string[]): Flags {
+  const out: Record<string, unknown> = { help: false, explicit: new Set<FlagName>() };
+  for (const [k, spec] of Object.entries(FLAGS)) out[k] = spec.default;
+  const explicit = out.explicit as Set<FlagName>;
+  let i = 0;
+  while (i < argv.length) {
+    const arg = argv[i]!;
+    if (arg === "--") {
+      i++;
+      break;
+    }
+    if (!arg.startsWith("-") || arg === "-") break;
+    i++;
+    let name = arg.slice(arg.startsWith("--") ? 2 : 1);
+    if (name === "" || name.startsWith("-") || name.startsWith("=")) throw new UsageError("USAGE", `bad flag syntax: ${arg}`);
+    let value: string | undefined;
+    const eq = name.indexOf("=");
+    if (eq >= 0) {
+      value = name.slice(eq + 1);
+      name = name.slice(0, eq);
+    }
+    if (name === "h" || name === "help") {
+      out.help = true;
+      continue;
+    }
+    const spec = (FLAGS as Record<string, FlagSpec>)[name];
+    if (!spec) throw new UsageError("USAGE", `flag provided but not defined: -${name}`);
+    if (spec.kind === "bool") {
+      if (value === undefined) out[name] = true;
+      else {
+        const b = BOOL_VALUES[value];
+        if (b === undefined) throw new UsageError("USAGE", `invalid boolean value ${JSON.stringify(value)} for -${name}: use -${name} or -${name}=false`);
+        out[name] = b;
+      }
+    } else {
+      if (value === undefined) {
+        if (i >= argv.length) throw new UsageError("USAGE", `flag needs an argument: -${name}`);
+        value = argv[i++]!;
+      }
+      if (spec.kind === "int") {
+        const n = parseGoInt(value);
+        if (n === undefined) throw new UsageError("USAGE", `invalid value ${JSON.stringify(value)} for flag -${name}: parse error`);
+        out[name] = n;
+      } else out[name] = value;
+    }
+    explicit.add(name as FlagName);
+  }
+  if (i < argv.length) {
+    const rest = argv[i]!;
+    const prev = argv[i - 1];
+    const prevName = prev?.replace(/^--?/, "");
+    const hint =
+      prevName && (FLAGS as Record<string, FlagSpec>)[prevName]?.kind === "bool" && (rest === "true" || rest === "false")
+        ? ` (-${prevName} is a boolean flag: write -${prevName}=${rest})`
+        : "";
+    throw new UsageError("USAGE", `unexpected argument ${JSON.stringify(rest)}${hint}; every option is a -flag`);
+  }
+  return out as Flags;
+}
+
+export function usage(program = "gce_metadata_server"): string {
+  let s = `Usage of ${program}:\n`;
+  for (const [name, spec] of Object.entries(FLAGS) as [string, FlagSpec][]) {
+    const type = spec.kind === "bool" ? "" : ` ${spec.kind === "int" ? "int" : "string"}`;
+    s += `  -${name}${type}\n    \t${spec.help}`;
+    if (spec.kind !== "bool" && spec.default !== "" && spec.default !== 0) s += ` (default ${JSON.stringify(spec.default)})`;
+    s += "\n";
+  }
+  return s;
+}
