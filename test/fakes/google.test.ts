@@ -365,11 +365,16 @@ describe("control and introspection", () => {
     expect(google.lastAssertion).toBeUndefined();
   });
 
-  test("delay holds responses; reset clears it", async () => {
+  test("delay holds responses without serialising them; reset clears it", async () => {
+    const a = await assertion();
     google.delay(150);
     let started = performance.now();
-    await fetch(google.jwksUrl);
-    expect(performance.now() - started).toBeGreaterThanOrEqual(140);
+    const responses = await Promise.all(Array.from({ length: 5 }, () => tokenFor(a)));
+    const elapsed = performance.now() - started;
+    expect(responses.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    expect(elapsed).toBeGreaterThanOrEqual(140);
+    expect(elapsed).toBeLessThan(2 * 150); // concurrent, so a single-flight test sees the true upstream call count
+    expect(google.calls.token).toBe(5);
     google.reset();
     started = performance.now();
     await fetch(google.jwksUrl);

@@ -9,7 +9,7 @@
  * ```ts
  * await using google = await startFakeGoogle();
  * const sa = await makeServiceAccountKey(google, { email: "app@proj.iam.gserviceaccount.com" });
- * const jwt = new JWT({ keyFile: sa.path, scopes: [CLOUD_PLATFORM],
+ * const jwt = new JWT({ keyFile: sa.path, scopes: [CLOUD_PLATFORM_SCOPE],
  *                       transporterOptions: { fetchImplementation: google.fetch } });
  * const { token } = await jwt.getAccessToken(); // "ya29.fake-..."
  * ```
@@ -204,6 +204,14 @@ const GRPC_STATUS: Record<number, string> = {
 /** Google API-style error (IAM Credentials). */
 const apiError = (status: number, message: string, headers: Record<string, string> = {}) =>
   new Reply(status, { error: { code: status, message, status: GRPC_STATUS[status] ?? "UNKNOWN" } }, headers);
+
+/** The permission Google names when it refuses an IAM Credentials method. */
+const IAM_PERMISSION: Partial<Record<FakeEndpoint, string>> = {
+  generateAccessToken: "iam.serviceAccounts.getAccessToken",
+  generateIdToken: "iam.serviceAccounts.getOpenIdToken",
+  signJwt: "iam.serviceAccounts.signJwt",
+  signBlob: "iam.serviceAccounts.signBlob",
+};
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 const randomToken = () => `ya29.fake-${randomBytes(24).toString("base64url")}`;
@@ -407,7 +415,7 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
   async function iam(method: FakeEndpoint, target: string, body: Record<string, unknown>, req: Request): Promise<unknown> {
     callerOf(req);
     if (!/^[^@\s]+@[^@\s]+$/.test(target)) {
-      throw apiError(403, `Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).`);
+      throw apiError(403, `Permission '${IAM_PERMISSION[method] ?? method}' denied on resource (or it may not exist).`);
     }
     const delegates = body.delegates ?? [];
     if (!Array.isArray(delegates) || delegates.some((d) => typeof d !== "string")) {
