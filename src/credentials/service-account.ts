@@ -98,7 +98,7 @@ export class ServiceAccountKeySource implements CredentialSource {
       // The library always posts to Google's token URL; send its requests to the key's token_uri instead.
       client.transporter.interceptors.request.add({
         resolved: async (opts) => {
-          if (String(opts.url) === GOOGLE_TOKEN_URL) opts.url = tokenUri;
+          if (String(opts.url) === GOOGLE_TOKEN_URL) opts.url = new URL(tokenUri);
           return opts;
         },
       });

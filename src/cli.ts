@@ -1,0 +1,121 @@
+#!/usr/bin/env bun
+/**
+ * gce_metadata_server: the command line, drop-in for salrashid123/gce_metadata_server. Flags and environment
+ * variables keep that program's names and defaults; with no credentials it runs the emulated issuer.
+ */
+import { FLAGS, parseFlags, usage, type FlagName, type Flags } from "./cli/flags.ts";
+import { ConfigError, CredentialError, MetadataError, UsageError } from "./errors.ts";
+import { createLogger, levelForVerbosity, type Logger } from "./observability/log.ts";
+import { DEFAULT_CONFIG_TEXT, MetadataServer, type MetadataServerOptions } from "./index.ts";
+import { parseConfigText } from "./config/claims.ts";
+import type { CredentialSource } from "./credentials/source.ts";
+import { EmulatedIssuer } from "./credentials/emulated.ts";
+import { overlayStatic } from "./credentials/static.ts";
+import { VERSION, BUILD_DATE, COMMIT } from "./version.ts";
+
+/** Flags whose capability is not built yet: refusing beats silently serving something else. */
+const NOT_YET: FlagName[] = ["domainsocket", "impersonate", "federate", "tpm", "useTPMmTLS", "usemTLS", "metricsEnabled"];
+
+function isSet(flags: Flags, name: FlagName): boolean {
+  const v = flags[name];
+  return flags.explicit.has(name) && v !== FLAGS[name].default && v !== false && v !== "";
+}
+
+async function credentialSource(flags: Flags, log: Logger): Promise<CredentialSource> {
+  if (flags.serviceAccountFile) {
+    const { readServiceAccountKey, ServiceAccountKeySource } = await import("./credentials/service-account.ts");
+    const key = await readServiceAccountKey(flags.serviceAccountFile);
+    log.info("using service account key file for credentials", { email: key.client_email, token_uri: key.token_uri });
+    return new ServiceAccountKeySource(key);
+  }
+  log.warn("no credentials given: using the emulated issuer; its tokens are minted locally and are not valid at Google");
+  return new EmulatedIssuer({ issuer: flags.issuer, ...(flags.issuerKey ? { keyFile: flags.issuerKey } : {}) });
+}
+
+export async function main(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+  let flags: Flags;
+  try {
+    flags = parseFlags(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`${e.message}\n${usage()}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (flags.help) {
+    process.stderr.write(usage());
+    return 0;
+  }
+  if (flags.version) {
+    process.stdout.write(`Version: ${VERSION}\nDate: ${BUILD_DATE}\nCommit: ${COMMIT}\n`);
+    return 0;
+  }
+  for (const name of NOT_YET) {
+    if (isSet(flags, name)) {
+      process.stderr.write(`not supported yet: -${name}\n`);
+      return 2;
+    }
+  }
+  const log = createLogger(levelForVerbosity(flags.v));
+
+  let server: MetadataServer;
+  try {
+    const options: MetadataServerOptions = {
+      serverConfig: { bindInterface: flags.interface, port: flags.port },
+      env,
+      requireDefaultAccount: true,
+      log,
+    };
+    // The Go emulator reads ./config.json by default; without one we serve the bundled VM so a first run just works.
+    if (!flags.explicit.has("configFile") && !(await Bun.file(flags.configFile).exists())) {
+      log.info("no config.json here: serving the bundled default config (project example-project)");
+      options.claims = parseConfigText(DEFAULT_CONFIG_TEXT, "default config") as object;
+    } else {
+      options.configFile = flags.configFile;
+    }
+    const base = await credentialSource(flags, log);
+    options.credentials = overlayStatic({ accessToken: env.GOOGLE_ACCESS_TOKEN, idToken: env.GOOGLE_ID_TOKEN }, base);
+    if (env.GOOGLE_ACCESS_TOKEN || env.GOOGLE_ID_TOKEN) log.info("serving static tokens from GOOGLE_ACCESS_TOKEN / GOOGLE_ID_TOKEN");
+    server = new MetadataServer(options);
+    const { url } = await server.start();
+    log.info("metadata server listening", { url, version: VERSION });
+  } catch (e) {
+    if (e instanceof ConfigError || e instanceof CredentialError || e instanceof MetadataError) {
+      log.error(e.message);
+      return 1;
+    }
+    const code = (e as { code?: string }).code;
+    if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
+      log.error(`cannot listen on ${flags.interface}${flags.port.startsWith(":") ? flags.port : `:${flags.port}`}: ${(e as Error).message}`);
+      return 1;
+    }
+    if (e instanceof RangeError) {
+      log.error(e.message);
+      return 2;
+    }
+    throw e;
+  }
+
+  return await new Promise<number>((resolve) => {
+    const shutdown = (signal: string) => {
+      log.info("shutting down", { signal });
+      server.stop().then(
+        () => resolve(0),
+        () => resolve(1),
+      );
+    };
+    process.once("SIGINT", () => shutdown("SIGINT"));
+    process.once("SIGTERM", () => shutdown("SIGTERM"));
+  });
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e) => {
+      process.stderr.write(`fatal: ${(e as Error).stack ?? e}\n`);
+      process.exit(70);
+    },
+  );
+}
