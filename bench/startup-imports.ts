@@ -1,0 +1,72 @@
+#!/usr/bin/env bun
+/**
+ * Where the compiled server's start-up goes: tiny entry points, each compiled like the server (scripts/build.ts
+ * flags), measured like bench/startup.ts (spawn → first HTTP 200, alternating, medians), against a bare Bun.serve.
+ *
+ *   node_modules/.bin/bun bench/startup-imports.ts [--runs 15]
+ *
+ * Each row adds one thing: an eagerly imported library (jose, google-auth-library, elysia), an Elysia app
+ * answering through onRequest like src/http/app.ts, the server's own modules and snapshot compile without Elysia
+ * (src/http/handler.ts behind Bun.serve), and the server itself (src/cli.ts).
+ */
+import { mkdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { compile } from "../scripts/build.ts";
+import { alternate, describe, median } from "./startup.ts";
+
+const ROOT = resolve(import.meta.dir, "..");
+const DIR = join(ROOT, ".tmp", "bench", "imports");
+
+const PORT = `const port = Number((process.argv[process.argv.indexOf("-port") + 1] ?? ":8080").slice(1));\n`;
+const BARE = `Bun.serve({ hostname: "127.0.0.1", port, fetch: () => new Response("example-project") });\n`;
+
+/** name → entry source (written under .tmp/, so imports resolve from the project's node_modules). */
+const ENTRIES: Record<string, string> = {
+  "bare Bun.serve": PORT + BARE,
+  "+ import jose": `import * as jose from "jose";\n(globalThis as any).keep = jose;\n` + PORT + BARE,
+  "+ import google-auth-library": `import { JWT } from "google-auth-library";\n(globalThis as any).keep = JWT;\n` + PORT + BARE,
+  "+ import elysia": `import { Elysia } from "elysia";\n(globalThis as any).keep = Elysia;\n` + PORT + BARE,
+  "elysia app (onRequest + 2 routes)":
+    `import { Elysia } from "elysia";\n` +
+    PORT +
+    `new Elysia({ strictPath: true }).onRequest(() => new Response("example-project"))` +
+    `.get("/a", () => "a").get("/b", () => "b").listen({ hostname: "127.0.0.1", port });\n`,
+  "server modules, no elysia": `import { claimsFromDocument, parseConfigText } from "../../../src/config/claims.ts";
+import { Snapshot } from "../../../src/metadata/snapshot.ts";
+import { TokenCache } from "../../../src/credentials/token-cache.ts";
+import { EmulatedIssuer } from "../../../src/credentials/emulated.ts";
+import { createMetadataHandler } from "../../../src/http/handler.ts";
+import { createLogger } from "../../../src/observability/log.ts";
+import text from "../../../config.json" with { type: "text" };
+${PORT}const log = createLogger("info");
+const tree = claimsFromDocument(parseConfigText(text as unknown as string) as object, { env: process.env, requireDefaultAccount: true });
+const state = { snapshot: new Snapshot(tree), tokens: new TokenCache(new EmulatedIssuer()), log, legacyHeader: true, scheme: "http" as const };
+const guard = createMetadataHandler(state);
+const s = Bun.serve({ hostname: "127.0.0.1", port, fetch: (req, server) => guard(req, server) ?? new Response("", { status: 404 }) });
+log.info("metadata server listening", { url: "http://127.0.0.1:" + s.port });
+`,
+};
+
+async function main(argv: string[]): Promise<void> {
+  const i = argv.indexOf("--runs");
+  const runs = i >= 0 ? Math.max(5, Number(argv[i + 1])) : 15;
+  await mkdir(DIR, { recursive: true });
+  const names = Object.keys(ENTRIES);
+  const exes: string[] = [];
+  for (const [k, name] of names.entries()) {
+    const entry = join(DIR, `entry${k}.ts`);
+    await Bun.write(entry, ENTRIES[name]!);
+    exes.push(await compile({ entry, outfile: join(DIR, `entry${k}`), quiet: true }));
+  }
+  names.push("server (src/cli.ts)");
+  exes.push(await compile({ outfile: join(DIR, "server"), quiet: true }));
+  console.log(`start-up breakdown: ${runs} alternating runs each, compiled with --bytecode`);
+  const samples = await alternate(exes, runs);
+  const base = median(samples[0]!.map((x) => x.ms));
+  for (const [k, name] of names.entries()) {
+    const m = median(samples[k]!.map((x) => x.ms));
+    console.log(`  ${name.padEnd(34)} ${describe(samples[k]!)}   +${(m - base).toFixed(1)} ms over bare`);
+  }
+}
+
+if (import.meta.main) await main(process.argv.slice(2));
