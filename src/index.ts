@@ -17,7 +17,7 @@ import { TokenCache, type TokenCacheEvents } from "./credentials/token-cache.ts"
 import type { CredentialSource } from "./credentials/source.ts";
 import { EmulatedIssuer } from "./credentials/emulated.ts";
 import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
-import { createApp } from "./http/app.ts";
+import { createFetch } from "./http/app.ts";
 import type { ServingState, WaitService } from "./http/handler.ts";
 import { silentLogger, type Logger } from "./observability/log.ts";
 import defaultConfigText from "../config.json" with { type: "text" };
@@ -134,12 +134,10 @@ export class MetadataServer {
   async start(): Promise<{ url: string; host: string; port: number }> {
     if (this.server) return this.address();
     if (!this.state.snapshot) this.state.snapshot = this.compile(await loadClaims(this.options.configFile!, this.claimsOptions()));
-    const app = createApp(this.state);
     const hostname = this.options.serverConfig?.bindInterface ?? "127.0.0.1";
     const port = parsePort(this.options.serverConfig?.port);
-    app.listen({ hostname, port });
-    this.server = app.server ?? undefined;
-    if (!this.server) throw new Error("the HTTP server did not start");
+    // No SO_REUSEPORT: a second server on a taken port must fail, not share it.
+    this.server = Bun.serve({ hostname, port, reusePort: false, development: false, fetch: createFetch(this.state) });
     return this.address();
   }
 

@@ -1,9 +1,9 @@
 /**
- * The Elysia app: the metadata guard runs first on every request and answers everything under /computeMetadata
- * (and /) from the snapshot; the routes below serve what lives beside the tree on the same listener.
+ * What the listener runs: the metadata guard first on every request, answering everything under /computeMetadata
+ * (and /) from the snapshot; the Elysia app behind it serves what lives beside the tree on the same listener.
  */
 import { Elysia } from "elysia";
-import { createMetadataHandler, type ServingState } from "./handler.ts";
+import { createMetadataHandler, type ServerHooks, type ServingState } from "./handler.ts";
 import { notFound, plain } from "./pages.ts";
 import { BASE_HEADERS, JSON_TYPE } from "../metadata/snapshot.ts";
 
@@ -16,12 +16,17 @@ function pathAndQuery(url: string): string {
   return slash < 0 ? "/" : url.slice(slash);
 }
 
-export function createApp(state: ServingState) {
+/** The listener's fetch handler: the guard, then the app's routes. */
+export function createFetch(state: ServingState): (req: Request, server: ServerHooks) => Response | Promise<Response> {
   const guard = createMetadataHandler(state);
+  const app = createApp(state);
+  return (req, server) => guard(req, server) ?? app.handle(req);
+}
+
+/** Routes beside the metadata tree. */
+export function createApp(state: ServingState) {
   return (
     new Elysia({ strictPath: true })
-      // Elysia passes the Bun server, which the guard needs to lift the idle timeout of hanging GETs.
-      .onRequest(({ request, server }) => guard(request, server ?? undefined))
       // OpenID discovery for the issuer that signs ID tokens here (emulated issuer), so apps verify them offline.
       .get("/.well-known/openid-configuration", ({ request }) => {
         const openid = state.tokens.source.openid;
