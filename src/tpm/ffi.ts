@@ -39,7 +39,7 @@ const esysSymbols = {
   Esys_ReadPublic: { args: [ptr, u32, u32, u32, u32, ptr, ptr, ptr], returns: u32 },
   Esys_StartAuthSession: { args: [ptr, u32, u32, u32, u32, u32, ptr, u8, ptr, u16, ptr], returns: u32 },
   Esys_PolicyPCR: { args: [ptr, u32, u32, u32, u32, ptr, ptr], returns: u32 },
-  Esys_PolicyPassword: { args: [ptr, u32, u32, u32, u32], returns: u32 },
+  Esys_PolicyAuthValue: { args: [ptr, u32, u32, u32, u32], returns: u32 },
   Esys_PolicyRestart: { args: [ptr, u32, u32, u32, u32], returns: u32 },
   Esys_PolicySecret: { args: [ptr, u32, u32, u32, u32, u32, ptr, ptr, ptr, i32, ptr, ptr], returns: u32 },
   Esys_Sign: { args: [ptr, u32, u32, u32, u32, ptr, ptr, ptr, ptr], returns: u32 },
@@ -400,11 +400,14 @@ export class EsysContext {
     );
   }
 
-  /** TPM2_PolicyPassword: the key's auth value goes along in clear inside the policy session. */
-  policyPassword(session: number): void {
+  /**
+   * TPM2_PolicyAuthValue: the policy also needs the object's auth value, proven by HMAC (never sent in clear).
+   * It extends the policy digest exactly as TPM2_PolicyPassword does, so it satisfies policies built with either.
+   */
+  policyAuthValue(session: number): void {
     check(
-      "Esys_PolicyPassword",
-      tss().esys.Esys_PolicyPassword(this.c, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE),
+      "Esys_PolicyAuthValue",
+      tss().esys.Esys_PolicyAuthValue(this.c, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE),
     );
   }
 

@@ -59,7 +59,8 @@ export interface TpmOptions {
   /** Authorisation of the keyfile's parent: the owner hierarchy password for the H-2 primary, the endorsement
    * hierarchy password with useEKParent, or the persistent parent's own password. */
   parentPass?: string;
-  /** The signing key's password. With `pcrs`, sent through PolicyPassword after PolicyPCR. */
+  /** The signing key's password. With `pcrs`, the policy is PolicyPCR then PolicyAuthValue (same digest as
+   * tpm2_policypcr + tpm2_policypassword). */
   keyPass?: string;
   /** SHA-256 bank PCRs the key's policy is bound to (TPM2_PolicyPCR with the current values). */
   pcrs?: number[];
@@ -137,6 +138,36 @@ function normaliseNameHex(s: string): string {
 
 const SELF_TEST_DATA = new TextEncoder().encode("gce-metadata-server TPM signer self-test");
 
+/**
+ * Which sessions authorise a command and which one encrypts its parameters. With an EK-salted session, that
+ * session is also the HMAC authorisation for objects that take a password, so no password crosses the bus in
+ * clear; without one, passwords go as plain password sessions.
+ */
+class Sessions {
+  constructor(
+    private readonly esys: EsysContext,
+    /** The EK-salted HMAC session with AES-128-CFB parameter encryption, when sessionEncryptWithName is set. */
+    readonly encrypt: number | undefined,
+  ) {}
+
+  /** Authorisation for an object or hierarchy whose auth value is set: the salted session, or a password. */
+  auth(paramFlags: number): number {
+    if (this.encrypt === undefined) return ESYS_TR_PASSWORD;
+    this.esys.setSessionAttributes(this.encrypt, TPMA_SESSION_CONTINUESESSION | paramFlags);
+    return this.encrypt;
+  }
+
+  /** The salted session as a pure parameter-encryption session beside another authorisation, or none. */
+  beside(paramFlags: number): number {
+    if (this.encrypt === undefined) return ESYS_TR_NONE;
+    this.esys.setSessionAttributes(this.encrypt, TPMA_SESSION_CONTINUESESSION | paramFlags);
+    return this.encrypt;
+  }
+}
+
+const DECRYPT = TPMA_SESSION_DECRYPT; // the command's first parameter travels encrypted
+const ENCRYPT = TPMA_SESSION_ENCRYPT; // the response's first parameter travels encrypted
+
 class Signer implements TpmSigner {
   readonly publicKey: KeyObject;
   readonly fingerprint: string;
@@ -146,19 +177,30 @@ class Signer implements TpmSigner {
   private policyDirty = false;
   private readonly schemeC = toC("TPMT_SIG_SCHEME", SCHEME_RSASSA_SHA256);
   private readonly validationC = toC("TPMT_TK_HASHCHECK", NULL_HASHCHECK);
+  private readonly emptyDigest = tpm2bDigest(new Uint8Array());
+  private readonly signHints: Hints;
+  private readonly keyName: string;
 
   constructor(
     private readonly esys: EsysContext,
     private readonly opts: TpmOptions,
     private readonly key: number,
     private readonly keyIsPersistent: boolean,
-    private readonly policySession: number | undefined,
-    private readonly pcrSelection: Uint8Array | undefined,
-    private readonly encSession: number | undefined,
+    private readonly sessions: Sessions,
+    private readonly policy: { session: number; pcrs: number[]; selection: Uint8Array } | undefined,
     publicKey: KeyObject,
   ) {
     this.publicKey = publicKey;
     this.fingerprint = createHash("sha256").update(publicKey.export({ type: "spki", format: "der" })).digest("hex");
+    this.keyName = keyIsPersistent ? `the key at ${handleHex(opts.persistentHandle!)}` : `the key in ${opts.keyfile}`;
+    this.signHints = {
+      TPM_AUTH_FAILED:
+        opts.keyPass === undefined ? "the key has a password: pass keyPass" : "the key password is wrong: check keyPass",
+      TPM_POLICY_FAILED: policy
+        ? `the key's policy is not satisfied: PCRs sha256:${policy.pcrs.join(",")} no longer hold the values the key was bound to (compare tpm2_pcrread), or pcrs does not list exactly the key's PCRs`
+        : "the key takes no password, only its policy: pass the pcrs it is bound to",
+      TPM_NO_OBJECT: "the key is no longer loaded in the TPM (evicted, or the TPM was reset): restart the server",
+    };
   }
 
   sign(data: Uint8Array): Promise<Uint8Array> {
@@ -178,46 +220,38 @@ class Signer implements TpmSigner {
 
   /** TPM2_Sign of a SHA-256 digest; returns the raw RSASSA signature. Synchronous: call through serialise(). */
   signDigest(digest: Uint8Array): Uint8Array {
-    const { esys, opts } = this;
+    const { esys, opts, policy, sessions } = this;
     const path = opts.path;
     const digestC = toC("TPM2B_DIGEST", tpm2bDigest(digest));
-    let auth = ESYS_TR_PASSWORD;
-    if (this.policySession !== undefined) {
-      const session = this.policySession;
-      auth = session;
+    let s1: number;
+    let s2: number;
+    if (policy) {
+      const session = policy.session;
       if (this.policyDirty) step(path, "restarting the PCR policy session", {}, () => esys.policyRestart(session));
       this.policyDirty = true;
-      step(path, `TPM2_PolicyPCR over sha256:${opts.pcrs!.join(",")}`, {}, () =>
-        esys.policyPcr(session, tpm2bDigest(new Uint8Array()), this.pcrSelection!),
+      step(path, `TPM2_PolicyPCR over sha256:${policy.pcrs.join(",")}`, {}, () =>
+        esys.policyPcr(session, this.emptyDigest, policy.selection),
       );
-      if (opts.keyPass !== undefined) step(path, "TPM2_PolicyPassword", {}, () => esys.policyPassword(session));
+      if (opts.keyPass !== undefined) step(path, "TPM2_PolicyAuthValue", {}, () => esys.policyAuthValue(session));
+      s1 = session;
+      s2 = sessions.beside(DECRYPT);
+    } else {
+      s1 = sessions.auth(DECRYPT);
+      s2 = ESYS_TR_NONE;
     }
-    if (this.encSession !== undefined) {
-      esys.setSessionAttributes(this.encSession, TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_DECRYPT);
-    }
-    const keyName = this.keyIsPersistent ? `the key at ${handleHex(opts.persistentHandle!)}` : `the key in ${opts.keyfile}`;
-    const sigWire = step(
-      path,
-      `TPM2_Sign with ${keyName}`,
-      {
-        TPM_AUTH_FAILED:
-          opts.keyPass === undefined
-            ? "the key has a password: pass keyPass"
-            : "the key password is wrong: check keyPass",
-        TPM_POLICY_FAILED: opts.pcrs
-          ? `the key's policy is not satisfied: PCRs sha256:${opts.pcrs.join(",")} no longer hold the values the key was bound to (compare tpm2_pcrread), or pcrs does not list exactly the key's PCRs`
-          : "the key needs a policy session: pass pcrs",
-        TPM_NO_OBJECT: "the key is no longer loaded in the TPM (was it evicted or the TPM reset?): restart the server",
-      },
-      () => esys.sign(this.key, auth, this.encSession ?? ESYS_TR_NONE, digestC, this.schemeC, this.validationC),
+    const sigWire = step(path, `TPM2_Sign with ${this.keyName}`, this.signHints, () =>
+      esys.sign(this.key, s1, s2, digestC, this.schemeC, this.validationC),
     );
-    this.policyDirty = false;
+    this.policyDirty = false; // a successful use resets the policy session's digest
     // TPMT_SIGNATURE: sigAlg, hash, TPM2B_PUBLIC_KEY_RSA
     const r = new WireReader(sigWire);
     const sigAlg = r.u16();
     const hash = r.u16();
     if (sigAlg !== TPM2_ALG_RSASSA || hash !== TPM2_ALG_SHA256) {
-      throw new TpmError("TPM_BAD_KEY", `TPM2_Sign returned scheme 0x${sigAlg.toString(16)}/0x${hash.toString(16)}, not RSASSA/SHA-256`);
+      throw new TpmError(
+        "TPM_BAD_KEY",
+        `TPM2_Sign returned scheme 0x${sigAlg.toString(16)}/0x${hash.toString(16)}, not RSASSA/SHA-256`,
+      );
     }
     return r.tpm2b().slice();
   }
@@ -225,11 +259,12 @@ class Signer implements TpmSigner {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    closeQuietly(this.esys, [
-      ...(this.policySession !== undefined ? [this.policySession] : []),
-      ...(this.encSession !== undefined ? [this.encSession] : []),
+    const flush = [
+      ...(this.policy ? [this.policy.session] : []),
+      ...(this.sessions.encrypt !== undefined ? [this.sessions.encrypt] : []),
       ...(this.keyIsPersistent ? [] : [this.key]),
-    ], this.keyIsPersistent ? [this.key] : []);
+    ];
+    closeQuietly(this.esys, flush, this.keyIsPersistent ? [this.key] : []);
   }
 }
 
@@ -246,10 +281,37 @@ function closeQuietly(esys: EsysContext, flush: number[], forget: number[] = [])
     try {
       esys.forget(h);
     } catch {
-      // ignore
+      // nothing to release on the TPM
     }
   }
   esys.close();
+}
+
+/** Handles made while opening, released in reverse if opening fails. */
+class Acquired {
+  private readonly flushes: number[] = [];
+  private readonly forgets: number[] = [];
+  constructor(private readonly esys: EsysContext) {}
+  flushLater(h: number): number {
+    this.flushes.push(h);
+    return h;
+  }
+  forgetLater(h: number): number {
+    this.forgets.push(h);
+    return h;
+  }
+  /** Flush one now (it is no longer needed). */
+  flushNow(h: number): void {
+    this.flushes.splice(this.flushes.indexOf(h), 1);
+    this.esys.flush(h);
+  }
+  forgetNow(h: number): void {
+    this.forgets.splice(this.forgets.indexOf(h), 1);
+    this.esys.forget(h);
+  }
+  releaseAll(): void {
+    closeQuietly(this.esys, [...this.flushes].reverse(), this.forgets);
+  }
 }
 
 /** The RSA public key of a TPM2B_PUBLIC, after checking it is an unrestricted RSA signing key usable for RS256. */
@@ -301,6 +363,14 @@ async function readKeyfile(path: string): Promise<Tss2PrivateKey> {
   return key;
 }
 
+function pcrSelectionOrThrow(pcrs: number[]): Uint8Array {
+  try {
+    return pcrSelectionSha256(pcrs);
+  } catch (cause) {
+    throw new TpmError("TPM_POLICY_FAILED", `pcrs ${JSON.stringify(pcrs)}: ${(cause as Error).message}`, { cause });
+  }
+}
+
 /**
  * Open the TPM at `opts.path`, load or reference the key, check it is an RSA signing key and make one test
  * signature, so anything that would make signing impossible fails here with a TpmError.
@@ -318,27 +388,26 @@ export async function openTpmSigner(opts: TpmOptions): Promise<TpmSigner> {
   const path = opts.path;
 
   const esys = step(path, `opening the TPM at "${path}" (TCTI ${conf})`, {}, () => EsysContext.open(conf));
-  const flushOnError: number[] = [];
-  const forgetOnError: number[] = [];
+  const held = new Acquired(esys);
   try {
+    // The RSA EK: to check the TPM's identity and salt the encrypted session, or as the keyfile's parent.
     let ek: number | undefined;
+    if (opts.sessionEncryptWithName !== undefined || opts.useEKParent) {
+      if (opts.useEKParent && opts.parentPass !== undefined) {
+        esys.setAuth(ESYS_TR_RH_ENDORSEMENT, tpm2bAuth(opts.parentPass));
+      }
+      ek = held.flushLater(
+        step(
+          path,
+          "creating the RSA EK (TCG default template) under the endorsement hierarchy",
+          { TPM_AUTH_FAILED: "the endorsement hierarchy has a password: pass it as parentPass with useEKParent" },
+          () => esys.createPrimary(ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, EMPTY_SENSITIVE_CREATE, RSA_EK_TEMPLATE),
+        ).handle,
+      );
+    }
     let encSession: number | undefined;
-    const endorsementAuth = opts.useEKParent ? opts.parentPass : undefined;
-    const createEk = (): number => {
-      if (endorsementAuth !== undefined) esys.setAuth(ESYS_TR_RH_ENDORSEMENT, tpm2bAuth(endorsementAuth));
-      const h = step(
-        path,
-        "creating the RSA EK (TCG default template) under the endorsement hierarchy",
-        { TPM_AUTH_FAILED: "the endorsement hierarchy has a password: pass it as parentPass with useEKParent" },
-        () => esys.createPrimary(ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, EMPTY_SENSITIVE_CREATE, RSA_EK_TEMPLATE),
-      ).handle;
-      flushOnError.push(h);
-      return h;
-    };
-
     if (opts.sessionEncryptWithName !== undefined) {
-      ek = createEk();
-      const actual = nameHex(esys.getName(ek));
+      const actual = nameHex(esys.getName(ek!));
       const expected = normaliseNameHex(opts.sessionEncryptWithName);
       if (actual !== expected) {
         throw new TpmError(
@@ -346,151 +415,58 @@ export async function openTpmSigner(opts: TpmOptions): Promise<TpmSigner> {
           `the TPM at "${path}" has RSA EK name ${actual}, not ${expected} from sessionEncryptWithName: this is not the TPM you trust (or the name was read from another TPM); refusing to open`,
         );
       }
-      const ekHandle = ek;
-      encSession = step(path, "starting the EK-salted encrypted session", {}, () =>
-        esys.startAuthSession(ekHandle, ESYS_TR_NONE, TPM2_SE_HMAC, SYM_AES_128_CFB, TPM2_ALG_SHA256),
+      encSession = held.flushLater(
+        step(path, "starting the EK-salted encrypted session", {}, () =>
+          esys.startAuthSession(ek!, ESYS_TR_NONE, TPM2_SE_HMAC, SYM_AES_128_CFB, TPM2_ALG_SHA256),
+        ),
       );
-      flushOnError.push(encSession);
     }
-    const enc = (flags: number): number => {
-      if (encSession === undefined) return ESYS_TR_NONE;
-      esys.setSessionAttributes(encSession, TPMA_SESSION_CONTINUESESSION | flags);
-      return encSession;
-    };
+    const sessions = new Sessions(esys, encSession);
 
     let key: number;
-    let keyIsPersistent: boolean;
     let what: string;
+    const keyIsPersistent = opts.persistentHandle !== undefined;
     if (opts.persistentHandle !== undefined) {
       const handle = opts.persistentHandle;
       what = `the object at persistent handle ${handleHex(handle)}`;
-      key = step(
-        path,
-        `reading ${what}`,
-        { TPM_NO_OBJECT: `there is no object at ${handleHex(handle)}: check persistentHandle against tpm2_getcap handles-persistent` },
-        () => esys.fromTpmPublic(handle, enc(TPMA_SESSION_ENCRYPT)),
-      );
-      forgetOnError.push(key);
-      keyIsPersistent = true;
-    } else {
-      const kf = keyfile!;
-      what = `the key in ${opts.keyfile}`;
-      let parent: number;
-      let parentWhat: string;
-      let parentIsTransient = true;
-      if (opts.useEKParent) {
-        parent = ek ?? createEk();
-        parentWhat = "the RSA EK";
-      } else if (kf.parent === TPM2_RH_OWNER) {
-        if (opts.parentPass !== undefined) esys.setAuth(ESYS_TR_RH_OWNER, tpm2bAuth(opts.parentPass));
-        parent = step(
-          path,
-          "creating the H-2 ECC P-256 storage primary under the owner hierarchy",
-          {
-            TPM_AUTH_FAILED:
-              opts.parentPass === undefined
-                ? "the owner hierarchy has a password: pass it as parentPass"
-                : "the owner hierarchy password is wrong: check parentPass",
-          },
-          () => esys.createPrimary(ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, EMPTY_SENSITIVE_CREATE, H2_SRK_TEMPLATE),
-        ).handle;
-        flushOnError.push(parent);
-        parentWhat = "the H-2 primary";
-      } else if (kf.parent >>> 24 === 0x81) {
-        const ph = kf.parent;
-        parent = step(
-          path,
-          `reading the keyfile's parent at ${handleHex(ph)}`,
-          { TPM_NO_OBJECT: `the keyfile's parent ${handleHex(ph)} is not in this TPM: check tpm2_getcap handles-persistent` },
-          () => esys.fromTpmPublic(ph),
-        );
-        if (opts.parentPass !== undefined) esys.setAuth(parent, tpm2bAuth(opts.parentPass));
-        forgetOnError.push(parent);
-        parentIsTransient = false;
-        parentWhat = `the persistent parent ${handleHex(ph)}`;
-      } else {
-        throw new TpmError(
-          "TPM_BAD_KEYFILE",
-          `keyfile ${opts.keyfile} names parent ${handleHex(kf.parent)}: expected 0x40000001 (owner, H-2 primary) or a persistent 0x81xxxxxx handle`,
-        );
-      }
-
-      let parentAuth = ESYS_TR_PASSWORD;
-      let ekPolicy: number | undefined;
-      if (opts.useEKParent) {
-        const session = step(path, "starting the policy session for the EK", {}, () =>
-          esys.startAuthSession(ESYS_TR_NONE, ESYS_TR_NONE, TPM2_SE_POLICY, SYM_NULL, TPM2_ALG_SHA256),
-        );
-        ekPolicy = session;
-        flushOnError.push(session);
+      key = held.forgetLater(
         step(
           path,
-          "TPM2_PolicySecret(endorsement) for the EK parent",
-          {
-            TPM_AUTH_FAILED:
-              opts.parentPass === undefined
-                ? "the endorsement hierarchy has a password: pass it as parentPass"
-                : "the endorsement hierarchy password is wrong: check parentPass",
-          },
-          () => esys.policySecret(ESYS_TR_RH_ENDORSEMENT, session),
-        );
-        parentAuth = session;
-      }
-      const p = parent;
-      key = step(
-        path,
-        `loading ${what} under ${parentWhat}`,
-        {
-          TPM_AUTH_FAILED: opts.useEKParent
-            ? "check parentPass (the endorsement hierarchy password)"
-            : "the parent's password is wrong: check parentPass",
-          TPM_BAD_KEYFILE:
-            "the keyfile was not made under this parent on this TPM: check the TPM, and useEKParent if the key was imported under the EK",
-          TPM_POLICY_FAILED: "the EK's policy was not satisfied: check parentPass",
-        },
-        () => esys.load(p, parentAuth, enc(TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT), kf.privkey, kf.pubkey),
+          `reading ${what}`,
+          { TPM_NO_OBJECT: `there is no object at ${handleHex(handle)}: check persistentHandle against tpm2_getcap handles-persistent` },
+          () => esys.fromTpmPublic(handle, sessions.beside(ENCRYPT)),
+        ),
       );
-      flushOnError.push(key);
-      keyIsPersistent = false;
-      // The parents are not needed for signing: free their slots now.
-      if (ekPolicy !== undefined) {
-        esys.flush(ekPolicy);
-        flushOnError.splice(flushOnError.indexOf(ekPolicy), 1);
-      }
-      if (parentIsTransient && parent !== ek) {
-        esys.flush(parent);
-        flushOnError.splice(flushOnError.indexOf(parent), 1);
-      } else if (!parentIsTransient) {
-        esys.forget(parent);
-        forgetOnError.splice(forgetOnError.indexOf(parent), 1);
-      }
-    }
-    if (ek !== undefined) {
-      // The salted session keeps its session key; the EK itself is no longer needed.
-      esys.flush(ek);
-      flushOnError.splice(flushOnError.indexOf(ek), 1);
+    } else {
+      what = `the key in ${opts.keyfile}`;
+      key = loadKeyfile(esys, held, sessions, opts, keyfile!, ek, what);
     }
 
     const keyHandle = key;
     const { outPublic } = step(path, `reading the public area of ${what}`, {}, () =>
-      esys.readPublic(keyHandle, enc(TPMA_SESSION_ENCRYPT)),
+      esys.readPublic(keyHandle, sessions.beside(ENCRYPT)),
     );
     const publicKey = rsaSigningKey(outPublic, what);
     if (opts.keyPass !== undefined) esys.setAuth(key, tpm2bAuth(opts.keyPass));
 
-    let policySession: number | undefined;
+    let policy: { session: number; pcrs: number[]; selection: Uint8Array } | undefined;
     if (pcrSelection) {
-      policySession = step(path, "starting the PCR policy session", {}, () =>
-        esys.startAuthSession(ESYS_TR_NONE, ESYS_TR_NONE, TPM2_SE_POLICY, SYM_NULL, TPM2_ALG_SHA256),
+      // Salted with the trusted EK when encrypting, so the PolicyAuthValue HMAC cannot be attacked offline.
+      const salt = encSession !== undefined ? ek! : ESYS_TR_NONE;
+      const session = held.flushLater(
+        step(path, "starting the PCR policy session", {}, () =>
+          esys.startAuthSession(salt, ESYS_TR_NONE, TPM2_SE_POLICY, SYM_NULL, TPM2_ALG_SHA256),
+        ),
       );
-      flushOnError.push(policySession);
-      esys.setSessionAttributes(policySession, TPMA_SESSION_CONTINUESESSION);
+      esys.setSessionAttributes(session, TPMA_SESSION_CONTINUESESSION);
+      policy = { session, pcrs: [...opts.pcrs!], selection: pcrSelection };
     }
+    // Sessions keep their keys; the EK itself is no longer needed.
+    if (ek !== undefined) held.flushNow(ek);
 
-    const signer = new Signer(esys, opts, key, keyIsPersistent, policySession, pcrSelection, encSession, publicKey);
+    const signer = new Signer(esys, opts, key, keyIsPersistent, sessions, policy, publicKey);
     // One real signature now, so a wrong password or a broken PCR policy shows up at open, not at first token.
-    const digest = createHash("sha256").update(SELF_TEST_DATA).digest();
-    const sig = signer.signDigest(digest);
+    const sig = signer.signDigest(createHash("sha256").update(SELF_TEST_DATA).digest());
     if (!verify("sha256", SELF_TEST_DATA, publicKey, sig)) {
       throw new TpmError(
         "TPM_BAD_KEY",
@@ -499,15 +475,109 @@ export async function openTpmSigner(opts: TpmOptions): Promise<TpmSigner> {
     }
     return signer;
   } catch (e) {
-    closeQuietly(esys, flushOnError.reverse(), forgetOnError);
+    held.releaseAll();
     throw e;
   }
 }
 
-function pcrSelectionOrThrow(pcrs: number[]): Uint8Array {
-  try {
-    return pcrSelectionSha256(pcrs);
-  } catch (cause) {
-    throw new TpmError("TPM_POLICY_FAILED", `pcrs ${JSON.stringify(pcrs)}: ${(cause as Error).message}`, { cause });
+/** Load a TSS2 keyfile under its parent (H-2 primary, persistent parent, or the RSA EK); returns the key's ESYS_TR. */
+function loadKeyfile(
+  esys: EsysContext,
+  held: Acquired,
+  sessions: Sessions,
+  opts: TpmOptions,
+  kf: Tss2PrivateKey,
+  ek: number | undefined,
+  what: string,
+): number {
+  const path = opts.path;
+  let parent: number;
+  let parentWhat: string;
+  let release: () => void;
+  if (opts.useEKParent) {
+    parent = ek!;
+    parentWhat = "the RSA EK";
+    release = () => {}; // flushed by the caller once the sessions that it salts are started
+  } else if (kf.parent === TPM2_RH_OWNER) {
+    if (opts.parentPass !== undefined) esys.setAuth(ESYS_TR_RH_OWNER, tpm2bAuth(opts.parentPass));
+    parent = held.flushLater(
+      step(
+        path,
+        "creating the H-2 ECC P-256 storage primary under the owner hierarchy",
+        {
+          TPM_AUTH_FAILED:
+            opts.parentPass === undefined
+              ? "the owner hierarchy has a password: pass it as parentPass"
+              : "the owner hierarchy password is wrong: check parentPass",
+        },
+        () =>
+          esys.createPrimary(ESYS_TR_RH_OWNER, sessions.auth(DECRYPT | ENCRYPT), EMPTY_SENSITIVE_CREATE, H2_SRK_TEMPLATE),
+      ).handle,
+    );
+    parentWhat = "the H-2 primary";
+    const p = parent;
+    release = () => held.flushNow(p);
+  } else if (kf.parent >>> 24 === 0x81) {
+    const ph = kf.parent;
+    parent = held.forgetLater(
+      step(
+        path,
+        `reading the keyfile's parent at ${handleHex(ph)}`,
+        { TPM_NO_OBJECT: `the keyfile's parent ${handleHex(ph)} is not in this TPM: check tpm2_getcap handles-persistent` },
+        () => esys.fromTpmPublic(ph, sessions.beside(ENCRYPT)),
+      ),
+    );
+    if (opts.parentPass !== undefined) esys.setAuth(parent, tpm2bAuth(opts.parentPass));
+    parentWhat = `the persistent parent ${handleHex(ph)}`;
+    const p = parent;
+    release = () => held.forgetNow(p);
+  } else {
+    throw new TpmError(
+      "TPM_BAD_KEYFILE",
+      `keyfile ${opts.keyfile} names parent ${handleHex(kf.parent)}: expected 0x40000001 (owner, H-2 primary) or a persistent 0x81xxxxxx handle`,
+    );
   }
+
+  const authHints: Hints = {
+    TPM_AUTH_FAILED: opts.useEKParent
+      ? "the endorsement hierarchy password is wrong or missing: check parentPass"
+      : "the parent's password is wrong or missing: check parentPass",
+  };
+  let s1: number;
+  let s2: number;
+  let ekPolicy: number | undefined;
+  if (opts.useEKParent) {
+    // The EK's authPolicy is PolicySecret(TPM_RH_ENDORSEMENT).
+    ekPolicy = held.flushLater(
+      step(path, "starting the policy session for the EK", {}, () =>
+        esys.startAuthSession(ESYS_TR_NONE, ESYS_TR_NONE, TPM2_SE_POLICY, SYM_NULL, TPM2_ALG_SHA256),
+      ),
+    );
+    const session = ekPolicy;
+    step(path, "TPM2_PolicySecret(endorsement) for the EK parent", authHints, () =>
+      esys.policySecret(ESYS_TR_RH_ENDORSEMENT, session, sessions.auth(0)),
+    );
+    s1 = session;
+    s2 = sessions.beside(DECRYPT | ENCRYPT);
+  } else {
+    s1 = sessions.auth(DECRYPT | ENCRYPT);
+    s2 = ESYS_TR_NONE;
+  }
+  const p = parent;
+  const key = held.flushLater(
+    step(
+      path,
+      `loading ${what} under ${parentWhat}`,
+      {
+        ...authHints,
+        TPM_BAD_KEYFILE:
+          "the keyfile was not made under this parent on this TPM: check the TPM, and useEKParent if the key was imported under the EK",
+      },
+      () => esys.load(p, s1, s2, kf.privkey, kf.pubkey),
+    ),
+  );
+  // The parent is not needed for signing: free its slot now.
+  if (ekPolicy !== undefined) held.flushNow(ekPolicy);
+  release();
+  return key;
 }
