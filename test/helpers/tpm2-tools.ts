@@ -76,14 +76,35 @@ export class Tpm2Tools {
   }
 
   /** A fresh RSA-2048 key from openssl genpkey. */
-  async generateRsaKey(name: string): Promise<GeneratedKey> {
+  generateRsaKey(name: string): Promise<GeneratedKey> {
+    return this.genpkey(name, ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+  }
+
+  /** A fresh ECC P-256 key from openssl genpkey (for checking that non-RSA keys are refused). */
+  generateEcKey(name: string): Promise<GeneratedKey> {
+    return this.genpkey(name, ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+  }
+
+  private async genpkey(name: string, args: string[]): Promise<GeneratedKey> {
     const pemPath = this.path(`${name}.pem`);
-    const r = Bun.spawnSync(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", pemPath], {
-      stdout: "pipe",
-      stderr: "pipe",
-    });
+    const r = Bun.spawnSync(["openssl", "genpkey", ...args, "-out", pemPath], { stdout: "pipe", stderr: "pipe" });
     if (r.exitCode !== 0) throw new Error(`openssl genpkey failed: ${r.stderr.toString()}`);
     return { pemPath, publicKey: createPublicKey(await readFile(pemPath, "utf8")) };
+  }
+
+  /**
+   * Dictionary-attack settings. swtpm allows 3 failed authorisations before lockout; the tests make more
+   * wrong-password attempts than that on purpose.
+   */
+  setLockout(maxTries: number, recoverySeconds = 1): void {
+    this.run(
+      "tpm2_dictionarylockout",
+      "--setup-parameters",
+      `--max-tries=${maxTries}`,
+      `--recovery-time=${recoverySeconds}`,
+      `--lockout-recovery-time=${recoverySeconds}`,
+      "--clear-lockout",
+    );
   }
 
   /** The H-2 primary under the owner hierarchy, saved as a context file. */
@@ -117,7 +138,8 @@ export class Tpm2Tools {
   ): { pub: string; priv: string } {
     const pub = `${name}.pub`;
     const priv = `${name}.priv`;
-    const args = ["-C", parent, "-G", "rsa", "-i", key.pemPath, "-u", pub, "-r", priv];
+    const alg = key.publicKey.asymmetricKeyType === "ec" ? "ecc" : "rsa";
+    const args = ["-C", parent, "-G", alg, "-i", key.pemPath, "-u", pub, "-r", priv];
     if (o.keyPass !== undefined) args.push("-p", o.keyPass);
     if (o.policy !== undefined) args.push("-L", o.policy);
     if (o.attributes !== undefined) args.push("-a", o.attributes);
