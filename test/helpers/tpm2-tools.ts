@@ -170,6 +170,21 @@ export class Tpm2Tools {
     return out;
   }
 
+  /**
+   * An H-2 storage key made persistent at `parentHandle` with password `parentPass`, a key imported under it,
+   * and that key encoded as a TSS2 PRIVATE KEY PEM naming the persistent parent.
+   */
+  async persistentParentKeyfile(key: GeneratedKey, name: string, parentHandle: number, parentPass: string): Promise<string> {
+    await writeFile(this.path("unique.dat"), new Uint8Array([0, 0]));
+    const handle = `0x${parentHandle.toString(16)}`;
+    this.run("tpm2_createprimary", "-C", "o", "-G", "ecc", "-g", "sha256", "-a", H2_ATTRIBUTES, "-u", "unique.dat", "-p", parentPass, "-c", `${name}-parent.ctx`);
+    this.run("tpm2_evictcontrol", "-C", "o", "-c", `${name}-parent.ctx`, handle);
+    const { pub, priv } = this.importKey(key, name, handle, { parentAuth: parentPass });
+    const out = this.path(`${name}.tss.pem`);
+    this.run("tpm2_encodeobject", "-C", handle, "-P", parentPass, "-u", pub, "-r", priv, "-o", out);
+    return out;
+  }
+
   /** The RSA EK (tpm2_createek -G rsa) as a context file, and its Name as hex. */
   createEk(ctx = "ek.ctx"): { ctx: string; nameHex: string } {
     this.run("tpm2_createek", "-c", ctx, "-G", "rsa", "-u", "ek.pub");
