@@ -14,13 +14,17 @@ import { TpmError } from "./error.ts";
 
 const { u8, u16, u32, i32, u64, ptr, cstring, void: none } = FFIType;
 
-/** Shared libraries needed at run time, with the Debian 12 package that ships each. */
+/**
+ * Shared libraries opened at run time, with the Debian 12 package that ships each. The TCTI loader then opens
+ * libtss2-tcti-device.so.0 (libtss2-tcti-device0) for /dev/tpm* or libtss2-tcti-swtpm.so.0 (libtss2-tcti-swtpm0).
+ */
 export const RUNTIME_LIBRARIES = {
   "libtss2-esys.so.0": "libtss2-esys-3.0.2-0",
   "libtss2-tctildr.so.0": "libtss2-tctildr0",
   "libtss2-mu.so.0": "libtss2-mu0",
   "libtss2-rc.so.0": "libtss2-rc0",
 } as const;
+const TCTI_PACKAGES = "libtss2-tcti-device0 libtss2-tcti-swtpm0";
 
 const esysSymbols = {
   Esys_Initialize: { args: [ptr, ptr, ptr], returns: u32 },
@@ -72,12 +76,13 @@ const MU_TYPES = [
 ] as const;
 export type MuType = (typeof MU_TYPES)[number];
 
-const muSymbols = Object.fromEntries(
+/** Tss2_MU_<T>_Marshal(src, buffer, size, &offset) and Tss2_MU_<T>_Unmarshal(buffer, size, &offset, dest). */
+const muSymbols: Record<string, { args: FFIType[]; returns: FFIType }> = Object.fromEntries(
   MU_TYPES.flatMap((t) => [
     [`Tss2_MU_${t}_Marshal`, { args: [ptr, ptr, u64, ptr], returns: u32 }],
     [`Tss2_MU_${t}_Unmarshal`, { args: [ptr, u64, ptr, ptr], returns: u32 }],
   ]),
-) as Record<string, { args: [typeof ptr, typeof ptr | typeof u64, typeof u64 | typeof ptr, typeof ptr]; returns: typeof u32 }>;
+);
 
 type MuFn = (a: unknown, b: unknown, c: unknown, d: unknown) => number;
 
@@ -94,12 +99,10 @@ function open<T extends Record<string, { args: readonly FFIType[]; returns: FFIT
   try {
     return dlopen(soname, symbols as never) as unknown as ReturnType<typeof dlopen<T>>;
   } catch (cause) {
-    const pkgs = Object.entries(RUNTIME_LIBRARIES)
-      .map(([so, pkg]) => `${pkg} (${so})`)
-      .join(", ");
+    const pkgs = Object.values(RUNTIME_LIBRARIES).join(" ");
     throw new TpmError(
       "TPM_UNAVAILABLE",
-      `cannot load ${soname}: install the tpm2-tss runtime libraries (Debian: apt-get install ${pkgs})`,
+      `cannot load ${soname}: install the tpm2-tss runtime libraries (Debian 12: apt-get install -y ${pkgs} ${TCTI_PACKAGES})`,
       { cause },
     );
   }

@@ -212,7 +212,11 @@ class Signer implements TpmSigner {
   private serialise<T>(fn: () => T): Promise<T> {
     const run = this.queue.then(() => {
       if (this.closed) throw new TpmError("TPM_CLOSED", "the TPM signer is closed: open a new one");
-      return fn();
+      try {
+        return fn();
+      } catch (e) {
+        throw asTpmError(this.opts.path, `signing with ${this.keyName}`, {}, e);
+      }
     });
     this.queue = run.catch(() => undefined);
     return run;
@@ -387,7 +391,14 @@ export async function openTpmSigner(opts: TpmOptions): Promise<TpmSigner> {
   const conf = tctiConfig(opts.path);
   const path = opts.path;
 
-  const esys = step(path, `opening the TPM at "${path}" (TCTI ${conf})`, {}, () => EsysContext.open(conf));
+  const esys = step(
+    path,
+    `opening the TPM at "${path}" (TCTI ${conf})`,
+    {
+      TPM_UNAVAILABLE: `check that a TPM answers at "${path}" (the device exists and this user can open it, or swtpm listens there) and that its TCTI module is installed (Debian: libtss2-tcti-device0, libtss2-tcti-swtpm0)`,
+    },
+    () => EsysContext.open(conf),
+  );
   const held = new Acquired(esys);
   try {
     // The RSA EK: to check the TPM's identity and salt the encrypted session, or as the keyfile's parent.
@@ -476,7 +487,7 @@ export async function openTpmSigner(opts: TpmOptions): Promise<TpmSigner> {
     return signer;
   } catch (e) {
     held.releaseAll();
-    throw e;
+    throw asTpmError(path, `opening the TPM signer at "${path}"`, {}, e);
   }
 }
 
