@@ -29,7 +29,10 @@ async function credentialSource(flags: Flags, log: Logger): Promise<CredentialSo
     return new ServiceAccountKeySource(key);
   }
   log.warn("no credentials given: using the emulated issuer; its tokens are minted locally and are not valid at Google");
-  return new EmulatedIssuer({ issuer: flags.issuer, ...(flags.issuerKey ? { keyFile: flags.issuerKey } : {}) });
+  const issuer = new EmulatedIssuer({ issuer: flags.issuer, ...(flags.issuerKey ? { keyFile: flags.issuerKey } : {}) });
+  // A named key file is read now, so a bad one stops start-up instead of the first ID token request.
+  if (flags.issuerKey) await issuer.openid.jwks();
+  return issuer;
 }
 
 export async function main(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {

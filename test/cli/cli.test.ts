@@ -148,6 +148,14 @@ describe("exits", () => {
     expect(r.stderr).toContain(`${key}: "type" is "authorized_user", expected "service_account"`);
   });
 
+  test("a bad -issuerKey file stops start-up, exit 1", async () => {
+    const key = join(dir, "issuer.pem");
+    writeFileSync(key, "garbage");
+    const r = await run(["-issuerKey", key, "-port", ":0"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${key}: not an RSA private key in PKCS#8 PEM`);
+  });
+
   test("an invalid port, exit 2", async () => {
     const r = await run(["-port", ":99999"]);
     expect(r.code).toBe(2);
