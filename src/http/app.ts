@@ -6,6 +6,12 @@ import { Elysia } from "elysia";
 import { createMetadataHandler, type ServingState } from "./handler.ts";
 import { notFound, plain } from "./pages.ts";
 import { BASE_HEADERS, JSON_TYPE } from "../metadata/snapshot.ts";
+import { controlRoutes, type ControlTarget } from "./control.ts";
+
+export interface AppOptions {
+  /** Serve the control API under /emulator/v1/ (see control.ts). */
+  control?: ControlTarget;
+}
 
 const JSON_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": JSON_TYPE } };
 
@@ -16,7 +22,7 @@ function pathAndQuery(url: string): string {
   return slash < 0 ? "/" : url.slice(slash);
 }
 
-export function createApp(state: ServingState) {
+export function createApp(state: ServingState, options: AppOptions = {}) {
   const guard = createMetadataHandler(state);
   return (
     new Elysia({ strictPath: true })
@@ -47,6 +53,7 @@ export function createApp(state: ServingState) {
           return plain(500, `signing keys unavailable: ${(e as Error).message}\n`);
         }
       })
+      .use(options.control ? controlRoutes(options.control, state.log) : new Elysia({ name: "control-api-off" }))
       .onError(({ code, request, error }) => {
         if (code === "NOT_FOUND") return notFound(pathAndQuery(request.url));
         state.log.error("request failed", { path: pathAndQuery(request.url), error });
