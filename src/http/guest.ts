@@ -22,8 +22,9 @@ const BASE = GUEST_ATTRIBUTES.slice(0, -1);
 /** The `writes` hook of the request guard; undefined (405) for paths that are not guest-attribute keys. */
 export function createGuestWrites(store: GuestAttributeStore): (req: Request, rawPath: string) => Handled {
   return (req, rawPath) => {
-    const path = normalise(rawPath);
-    if (path === undefined || (path !== BASE && !path.startsWith(GUEST_ATTRIBUTES))) return undefined;
+    // Escapes the server refuses in paths stay as they are, and fail the name check below.
+    const path = normalise(rawPath) ?? rawPath;
+    if (path !== BASE && !path.startsWith(GUEST_ATTRIBUTES)) return undefined;
     const parts = path.slice(GUEST_ATTRIBUTES.length).split("/");
     if (parts.length !== 2 || parts[0] === "" || parts[1] === "") return undefined;
     const method = req.method;

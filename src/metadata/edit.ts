@@ -327,7 +327,7 @@ export function referenceSet(tree: Tree, path: string, body: string): Tree {
     }
     const template = templateOf(t) ?? EMPTY_STRING;
     const neu = buildTree(referenceValue(body, template, t.schema, t.at), t.schema, t.at);
-    checkShape(template, neu, t.at, true);
+    referenceShape(template, neu, t.at);
     return neu;
   });
 }
@@ -356,6 +356,16 @@ export function referenceReplaceAll(tree: Tree, body: string): Tree {
     for (const e of tree.entries) if ((e.name === "universe" || e.name === "oslogin") && v[e.jsonKey] === undefined) v[e.jsonKey] = treeToValue(e.node);
   }
   const neu = buildTree(v, v1Schema, "(root)");
-  checkShape(tree, neu, "(root)", true);
+  referenceShape(tree, neu, "(root)");
   return neu;
+}
+
+/** The reference answers every shape mismatch of the new value, key sets included, as a format error. */
+function referenceShape(template: Tree, neu: Tree, at: string): void {
+  try {
+    checkShape(template, neu, at, true);
+  } catch (e) {
+    if (e instanceof EditError && e.code === "EDIT_FIXED_KEYS") throw new EditError("CONFIG_SHAPE", e.message, { cause: e });
+    throw e;
+  }
 }
