@@ -185,6 +185,7 @@ export class MetadataServer {
 
   /** Change the tree and serve the result; nothing happens when `fn` returns the same tree. */
   editTree(fn: (tree: Tree) => Tree): void {
+    if (!this.state.snapshot) throw new Error("start() the server first: its config file is read when it starts");
     const current = this.snapshot.tree;
     const next = fn(current);
     if (next !== current) this.swap(this.compile(next));
