@@ -12,6 +12,7 @@ import type { CredentialSource } from "./credentials/source.ts";
 import { EmulatedIssuer } from "./credentials/emulated.ts";
 import { overlayStatic } from "./credentials/static.ts";
 import { VERSION, BUILD_DATE, COMMIT } from "./version.ts";
+import { parseMaintenanceSpec, parsePreemptionSpec, type MaintenanceSpec, type PreemptionSpec } from "./changes/lifecycle.ts";
 
 /** Flags whose capability is not built yet: refusing beats silently serving something else. */
 const NOT_YET: FlagName[] = ["domainsocket", "impersonate", "federate", "tpm", "useTPMmTLS", "usemTLS", "metricsEnabled"];
@@ -60,6 +61,16 @@ export async function main(argv: string[], env: Record<string, string | undefine
       return 2;
     }
   }
+  let maintenance: MaintenanceSpec | undefined;
+  let preemption: PreemptionSpec | undefined;
+  try {
+    if (flags.simulateMaintenance) maintenance = parseMaintenanceSpec(flags.simulateMaintenance);
+    if (flags.simulatePreemption) preemption = parsePreemptionSpec(flags.simulatePreemption);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`${e.message}\n`);
+    return 2;
+  }
   const log = createLogger(levelForVerbosity(flags.v));
 
   let server: MetadataServer;
@@ -69,6 +80,8 @@ export async function main(argv: string[], env: Record<string, string | undefine
       env,
       requireDefaultAccount: true,
       log,
+      controlApi: flags.controlAPI,
+      maxWaiters: flags.maxWaiters,
     };
     // The Go emulator reads ./config.json by default; without one we serve the bundled VM so a first run just works.
     if (!flags.explicit.has("configFile") && !(await Bun.file(flags.configFile).exists())) {
@@ -76,6 +89,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
       options.claims = parseConfigText(DEFAULT_CONFIG_TEXT, "default config") as object;
     } else {
       options.configFile = flags.configFile;
+      options.watchConfig = flags.watchConfig;
     }
     const base = await credentialSource(flags, log);
     options.credentials = overlayStatic({ accessToken: env.GOOGLE_ACCESS_TOKEN, idToken: env.GOOGLE_ID_TOKEN }, base);
@@ -83,6 +97,9 @@ export async function main(argv: string[], env: Record<string, string | undefine
     server = new MetadataServer(options);
     const { url } = await server.start();
     log.info("metadata server listening", { url, version: VERSION });
+    if (flags.controlAPI) log.info("control API enabled", { url: `${url}/emulator/v1/` });
+    if (maintenance) server.simulateMaintenance(maintenance);
+    if (preemption) server.simulatePreemption(preemption);
   } catch (e) {
     if (e instanceof ConfigError || e instanceof CredentialError || e instanceof MetadataError) {
       log.error(e.message);

@@ -10,7 +10,7 @@
  * await server.stop();
  */
 import type { Server } from "bun";
-import { claimsFromDocument, loadClaims, parseConfigText } from "./config/claims.ts";
+import { claimsFromDocument, parseConfigText, readConfigText } from "./config/claims.ts";
 import { Snapshot } from "./metadata/snapshot.ts";
 import type { Tree } from "./metadata/tree.ts";
 import { TokenCache, type TokenCacheEvents } from "./credentials/token-cache.ts";
@@ -20,6 +20,14 @@ import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
 import { createFetch } from "./http/app.ts";
 import type { ServingState, WaitService } from "./http/handler.ts";
 import { silentLogger, type Logger } from "./observability/log.ts";
+import { ConfigError } from "./errors.ts";
+import { fromPlain } from "./config/json.ts";
+import { ConfigWatcher } from "./config/watch.ts";
+import { ChangeHub } from "./changes/hub.ts";
+import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSpec } from "./changes/lifecycle.ts";
+import { deleteAt, mergeAt, nodeAt, setAt, splitPath, treeToJson } from "./metadata/edit.ts";
+import { carryGuestAttributes } from "./metadata/guest.ts";
+import { createGuestWrites } from "./http/guest.ts";
 import defaultConfigText from "../config.json" with { type: "text" };
 
 export { ConfigError, CredentialError, MetadataError, UsageError } from "./errors.ts";
@@ -27,6 +35,9 @@ export type { Account, CredentialSource, IdTokenRequest, InstanceIdentity, Issue
 export { EmulatedIssuer } from "./credentials/emulated.ts";
 export { StaticSource } from "./credentials/static.ts";
 export { Snapshot } from "./metadata/snapshot.ts";
+export { EditError } from "./metadata/edit.ts";
+export { TooManyWaiters } from "./changes/hub.ts";
+export type { LifecycleEvent, MaintenanceSpec, PreemptionSpec } from "./changes/lifecycle.ts";
 
 /** The config bundled with the program: a VM in project `example-project`. */
 // Imported as text (Bun embeds it in the compiled executable); TypeScript types the import as the parsed JSON.
@@ -57,6 +68,19 @@ export interface MetadataServerOptions {
   tokenEvents?: TokenCacheEvents;
   /** Unix seconds for `instance_creation_timestamp` in full ID tokens (default: construction time). */
   instanceCreationTimestamp?: number;
+  /** Reload `configFile` whenever it changes on disk (default false; the CLI turns it on). */
+  watchConfig?: boolean;
+  /** Serve the control API under /emulator/v1/ (default false). */
+  controlApi?: boolean;
+  /** Most wait_for_change requests held at once; 0 (default) means no limit; over it a wait answers 503. */
+  maxWaiters?: number;
+}
+
+/** Outcome counters of config-file reloads. */
+export interface ReloadStats {
+  reloads: number;
+  failures: number;
+  lastError: string | undefined;
 }
 
 function isSource(c: CredentialSource | StaticTokens): c is CredentialSource {
@@ -76,6 +100,15 @@ export class MetadataServer {
   private server: Server<unknown> | undefined;
   private readonly options: MetadataServerOptions;
   private readonly createdAt = Math.floor(Date.now() / 1000);
+  /** Hanging GETs, woken by every swap. */
+  readonly changes: ChangeHub;
+  /** Simulated maintenance and preemption events. */
+  readonly lifecycle: Lifecycle;
+  readonly reloadStats: ReloadStats = { reloads: 0, failures: 0, lastError: undefined };
+  /** The tree as the config (file or claims) last gave it, before control-API and guest changes. */
+  private fileTree: Tree | undefined;
+  private configText: string | undefined;
+  private watcher: ConfigWatcher | undefined;
 
   constructor(options: MetadataServerOptions = {}) {
     this.options = options;
@@ -91,13 +124,28 @@ export class MetadataServer {
       options.configFile === undefined
         ? claimsFromDocument(options.claims ?? parseConfigText(DEFAULT_CONFIG_TEXT, "default config"), this.claimsOptions())
         : undefined;
+    this.fileTree = tree;
+    this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? 0 });
     this.state = {
       snapshot: tree ? this.compile(tree) : (undefined as unknown as Snapshot),
       tokens: new TokenCache(source, options.tokenEvents ? { events: options.tokenEvents } : {}),
       log: options.log ?? silentLogger,
       legacyHeader: options.legacyHeader ?? true,
       scheme: "http",
+      waits: this.changes,
     };
+    this.state.writes = createGuestWrites(this);
+    this.lifecycle = new Lifecycle({
+      tree: () => this.snapshot.tree,
+      edit: (fn) => {
+        try {
+          this.editTree(fn);
+        } catch (e) {
+          this.state.log.error("simulated event could not be applied", { error: e });
+        }
+      },
+      log: this.state.log,
+    });
   }
 
   private claimsOptions() {
@@ -119,11 +167,89 @@ export class MetadataServer {
 
   /** Swap in a new snapshot built from a config document; waiters on changed nodes wake. */
   replaceClaims(claims: object): void {
-    this.swap(this.compile(claimsFromDocument(claims, this.claimsOptions())));
+    this.loadTree(claimsFromDocument(claims, this.claimsOptions()));
   }
 
+  /** The single place a new snapshot goes live: waiters whose watched ETag changed wake. */
   protected swap(next: Snapshot): void {
     this.state.snapshot = next;
+    this.changes.publish(next);
+  }
+
+  /** A whole new config: replaces control-API changes; the guest's own writes carry over (see metadata/guest.ts). */
+  private loadTree(tree: Tree): void {
+    const previous = this.fileTree;
+    this.fileTree = tree;
+    this.swap(this.compile(this.snapshot ? carryGuestAttributes(previous, tree, this.snapshot.tree) : tree));
+  }
+
+  /** Change the tree and serve the result; nothing happens when `fn` returns the same tree. */
+  editTree(fn: (tree: Tree) => Tree): void {
+    if (!this.state.snapshot) throw new Error("start() the server first: its config file is read when it starts");
+    const current = this.snapshot.tree;
+    const next = fn(current);
+    if (next !== current) this.swap(this.compile(next));
+  }
+
+  /** The value at a metadata path (`instance/attributes/foo`) as config JSON text, or undefined. */
+  getJson(path: string): string | undefined {
+    const node = nodeAt(this.snapshot.tree, splitPath(path));
+    return node ? treeToJson(node) : undefined;
+  }
+
+  /** The value at a metadata path in the config file's naming (numbers beyond 2^53 lose digits: use getJson). */
+  get(path: string): unknown {
+    const json = this.getJson(path);
+    return json === undefined ? undefined : JSON.parse(json);
+  }
+
+  /** Set a value (`set("instance/attributes/foo", "bar")`); throws EditError (shape, fixed keys, missing parent). */
+  set(path: string, value: unknown): void {
+    this.editTree((t) => setAt(t, path, fromPlain(value)));
+  }
+
+  /** JSON merge patch (RFC 7396) at a path: objects merge, `null` deletes a key. */
+  merge(path: string, patch: unknown): void {
+    this.editTree((t) => mergeAt(t, path, fromPlain(patch)));
+  }
+
+  /** Delete an attribute (or any key of a free-form directory) or a list position. */
+  delete(path: string): void {
+    this.editTree((t) => deleteAt(t, path));
+  }
+
+  /** The whole current config document, `{"computeMetadata":{"v1":{…}}}`. */
+  configDocument(): string {
+    return `{"computeMetadata":{"v1":${treeToJson(this.snapshot.tree)}}}`;
+  }
+
+  /** Schedule a simulated host maintenance event (see changes/lifecycle.ts). */
+  simulateMaintenance(spec: MaintenanceSpec): LifecycleEvent {
+    return this.lifecycle.scheduleMaintenance(spec);
+  }
+
+  /** Schedule a simulated preemption. */
+  simulatePreemption(spec: PreemptionSpec): LifecycleEvent {
+    return this.lifecycle.schedulePreemption(spec);
+  }
+
+  /** Apply config-file text: a valid file goes live, an invalid one is logged and counted, the last good stays. */
+  applyConfigText(text: string): boolean {
+    const file = this.options.configFile ?? "config";
+    try {
+      const tree = claimsFromDocument(parseConfigText(text, file), this.claimsOptions());
+      this.configText = text;
+      this.loadTree(tree);
+      this.reloadStats.reloads++;
+      this.state.log.info("config reloaded", { file });
+      return true;
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      this.reloadStats.failures++;
+      this.reloadStats.lastError = e.message;
+      this.state.log.error(`config reload failed, still serving the last good config: ${e.message}`);
+      return false;
+    }
   }
 
   set waits(w: WaitService | undefined) {
@@ -133,11 +259,23 @@ export class MetadataServer {
   /** Start listening. Resolves with the bound address; port 0 reports the port picked. */
   async start(): Promise<{ url: string; host: string; port: number }> {
     if (this.server) return this.address();
-    if (!this.state.snapshot) this.state.snapshot = this.compile(await loadClaims(this.options.configFile!, this.claimsOptions()));
+    if (!this.state.snapshot) {
+      const file = this.options.configFile!;
+      this.configText = await readConfigText(file);
+      this.fileTree = claimsFromDocument(parseConfigText(this.configText, file), this.claimsOptions());
+      this.state.snapshot = this.compile(this.fileTree);
+    }
+    this.changes.reopen();
+    if (this.options.watchConfig && this.options.configFile && !this.watcher) {
+      this.watcher = new ConfigWatcher(this.options.configFile, (text) => void this.applyConfigText(text), {
+        onError: (e) => this.state.log.warn("config file not readable; keeping the current config", { error: e.message }),
+      });
+      await this.watcher.start(this.configText);
+    }
     const hostname = this.options.serverConfig?.bindInterface ?? "127.0.0.1";
     const port = parsePort(this.options.serverConfig?.port);
     // No SO_REUSEPORT: a second server on a taken port must fail, not share it.
-    this.server = Bun.serve({ hostname, port, reusePort: false, development: false, fetch: createFetch(this.state) });
+    this.server = Bun.serve({ hostname, port, reusePort: false, development: false, fetch: createFetch(this.state, this.options.controlApi ? { control: this } : {}) });
     return this.address();
   }
 
@@ -177,7 +315,15 @@ export class MetadataServer {
   async stop(): Promise<void> {
     const s = this.server;
     this.server = undefined;
-    if (s) await s.stop(true);
+    this.watcher?.close();
+    this.watcher = undefined;
+    this.lifecycle.close();
+    // Hanging requests answer with the current content; give them a moment to be written before closing sockets.
+    this.changes.close();
+    if (s) {
+      await Promise.race([s.stop(false), Bun.sleep(1000)]);
+      await s.stop(true);
+    }
     await this.state.tokens.source.close?.();
   }
 }

@@ -6,6 +6,12 @@ import { Elysia } from "elysia";
 import { createMetadataHandler, type ServerHooks, type ServingState } from "./handler.ts";
 import { notFound, plain } from "./pages.ts";
 import { BASE_HEADERS, JSON_TYPE } from "../metadata/snapshot.ts";
+import { controlRoutes, type ControlTarget } from "./control.ts";
+
+export interface AppOptions {
+  /** Serve the control API under /emulator/v1/ (see control.ts). */
+  control?: ControlTarget;
+}
 
 const JSON_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": JSON_TYPE } };
 
@@ -17,14 +23,14 @@ function pathAndQuery(url: string): string {
 }
 
 /** The listener's fetch handler: the guard, then the app's routes. */
-export function createFetch(state: ServingState): (req: Request, server: ServerHooks) => Response | Promise<Response> {
+export function createFetch(state: ServingState, options: AppOptions = {}): (req: Request, server: ServerHooks) => Response | Promise<Response> {
   const guard = createMetadataHandler(state);
-  const app = createApp(state);
+  const app = createApp(state, options);
   return (req, server) => guard(req, server) ?? app.handle(req);
 }
 
 /** Routes beside the metadata tree. */
-export function createApp(state: ServingState) {
+export function createApp(state: ServingState, options: AppOptions = {}) {
   return (
     new Elysia({ strictPath: true })
       // OpenID discovery for the issuer that signs ID tokens here (emulated issuer), so apps verify them offline.
@@ -52,6 +58,7 @@ export function createApp(state: ServingState) {
           return plain(500, `signing keys unavailable: ${(e as Error).message}\n`);
         }
       })
+      .use(options.control ? controlRoutes(options.control, state.log) : new Elysia({ name: "control-api-off" }))
       .onError(({ code, request, error }) => {
         if (code === "NOT_FOUND") return notFound(pathAndQuery(request.url));
         state.log.error("request failed", { path: pathAndQuery(request.url), error });
