@@ -172,7 +172,10 @@ export class MetadataServer {
 
   /** The single place a new snapshot goes live: waiters whose watched ETag changed wake. */
   protected swap(next: Snapshot): void {
+    const before = this.state.snapshot?.identity;
     this.state.snapshot = next;
+    // Full ID tokens carry instance and project facts: drop the ones minted from facts that changed.
+    if (before && JSON.stringify(before) !== JSON.stringify(next.identity)) this.state.tokens.clear("identity");
     this.changes.publish(next);
   }
 

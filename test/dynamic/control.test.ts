@@ -1,6 +1,8 @@
 /** The control API: Google's reference emulator's update routes exactly, this server's JSON routes, the library API. */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { EditError } from "../../src/index.ts";
+import { decodeJwt } from "jose";
+import { startServer } from "../helpers/server.ts";
 import { read, start, until, V1, type Started } from "./helpers.ts";
 
 let s: Started;
@@ -276,5 +278,25 @@ describe("off by default; library API", () => {
     srv.replaceClaims({ computeMetadata: { v1: { instance: { name: "only" }, project: { projectId: "p" } } } });
     expect(await body("instance/name")).toBe("only");
     expect((await s.get(`${V1}instance/zone`)).status).toBe(404);
+  });
+});
+
+describe("ID tokens follow the instance", () => {
+  test("a project change drops cached full ID tokens; access tokens stay", async () => {
+    const s = await startServer();
+    try {
+      const SA = "/computeMetadata/v1/instance/service-accounts/default/";
+      const id1 = await (await s.get(`${SA}identity?audience=a&format=full`)).text();
+      const tok1 = await (await s.get(`${SA}token`)).text();
+      s.server.set("project/project-id", "renamed-project");
+      const id2 = await (await s.get(`${SA}identity?audience=a&format=full`)).text();
+      const tok2 = await (await s.get(`${SA}token`)).text();
+      const ce = (t: string) => (decodeJwt(t).google as { compute_engine: { project_id: string } }).compute_engine.project_id;
+      expect(ce(id1)).toBe("example-project");
+      expect(ce(id2)).toBe("renamed-project");
+      expect(JSON.parse(tok2).access_token).toBe(JSON.parse(tok1).access_token);
+    } finally {
+      await s.stop();
+    }
   });
 });
