@@ -56,6 +56,7 @@ export const FLAGS = {
   // this program's own
   issuer: { kind: "string", default: "https://accounts.google.com", help: "emulated issuer: iss of the ID tokens it signs" },
   issuerKey: { kind: "string", default: "", help: "emulated issuer: PKCS#8 PEM file for its signing key, created if missing, so tokens verify across restarts" },
+  tokenURL: { kind: "string", default: "https://oauth2.googleapis.com/token", help: "-tpm: OAuth2 token endpoint for -useOauthToken and ID tokens, and the aud of the assertions (this program's addition)" },
 } as const satisfies Record<string, FlagSpec>;
 
 export type FlagName = keyof typeof FLAGS;
