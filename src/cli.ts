@@ -7,22 +7,37 @@ import { FLAGS, parseFlags, usage, type FlagName, type Flags } from "./cli/flags
 import { ConfigError, CredentialError, MetadataError, UsageError } from "./errors.ts";
 import { createLogger, levelForVerbosity, type Logger } from "./observability/log.ts";
 import { DEFAULT_CONFIG_TEXT, MetadataServer, type MetadataServerOptions } from "./index.ts";
-import { parseConfigText } from "./config/claims.ts";
+import { claimsFromDocument, loadClaims, parseConfigText } from "./config/claims.ts";
+import { Snapshot } from "./metadata/snapshot.ts";
 import type { CredentialSource } from "./credentials/source.ts";
 import { EmulatedIssuer } from "./credentials/emulated.ts";
 import { overlayStatic } from "./credentials/static.ts";
+import { checkTpmFlags, openTpmSource } from "./cli/tpm.ts";
 import { VERSION, BUILD_DATE, COMMIT } from "./version.ts";
 import { parseMaintenanceSpec, parsePreemptionSpec, type MaintenanceSpec, type PreemptionSpec } from "./changes/lifecycle.ts";
 
 /** Flags whose capability is not built yet: refusing beats silently serving something else. */
-const NOT_YET: FlagName[] = ["domainsocket", "impersonate", "federate", "tpm", "useTPMmTLS", "usemTLS", "metricsEnabled"];
+const NOT_YET: FlagName[] = ["domainsocket", "impersonate", "federate", "usemTLS", "metricsEnabled"];
 
 function isSet(flags: Flags, name: FlagName): boolean {
   const v = flags[name];
   return flags.explicit.has(name) && v !== FLAGS[name].default && v !== false && v !== "";
 }
 
-async function credentialSource(flags: Flags, log: Logger): Promise<CredentialSource> {
+/** The config's default account e-mail as it will be served (environment overrides applied). */
+async function defaultEmail(options: MetadataServerOptions): Promise<string> {
+  const o = { env: options.env ?? {}, requireDefaultAccount: true };
+  const tree = options.configFile !== undefined ? await loadClaims(options.configFile, o) : claimsFromDocument(options.claims!, o);
+  return new Snapshot(tree).accounts.get("default")!.email;
+}
+
+async function credentialSource(flags: Flags, log: Logger, options: MetadataServerOptions): Promise<CredentialSource> {
+  // The Go emulator's precedence: -tpm before -serviceAccountFile.
+  if (flags.tpm) {
+    if (flags.serviceAccountFile) log.warn("-serviceAccountFile ignored: -tpm takes precedence, as in the Go emulator");
+    // The key belongs to the config's default account, as in the Go emulator.
+    return openTpmSource(flags, await defaultEmail(options), log);
+  }
   if (flags.serviceAccountFile) {
     const { readServiceAccountKey, ServiceAccountKeySource } = await import("./credentials/service-account.ts");
     const key = await readServiceAccountKey(flags.serviceAccountFile);
@@ -74,7 +89,9 @@ export async function main(argv: string[], env: Record<string, string | undefine
   const log = createLogger(levelForVerbosity(flags.v));
 
   let server: MetadataServer;
+  let base: CredentialSource | undefined;
   try {
+    checkTpmFlags(flags, log);
     const options: MetadataServerOptions = {
       serverConfig: { bindInterface: flags.interface, port: flags.port },
       env,
@@ -91,7 +108,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
       options.configFile = flags.configFile;
       options.watchConfig = flags.watchConfig;
     }
-    const base = await credentialSource(flags, log);
+    base = await credentialSource(flags, log, options);
     options.credentials = overlayStatic({ accessToken: env.GOOGLE_ACCESS_TOKEN, idToken: env.GOOGLE_ID_TOKEN }, base);
     if (env.GOOGLE_ACCESS_TOKEN || env.GOOGLE_ID_TOKEN) log.info("serving static tokens from GOOGLE_ACCESS_TOKEN / GOOGLE_ID_TOKEN");
     server = new MetadataServer(options);
@@ -101,6 +118,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     if (maintenance) server.simulateMaintenance(maintenance);
     if (preemption) server.simulatePreemption(preemption);
   } catch (e) {
+    await base?.close?.(); // release the TPM key and sessions
     if (e instanceof ConfigError || e instanceof CredentialError || e instanceof MetadataError) {
       log.error(e.message);
       return 1;
