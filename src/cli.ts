@@ -6,7 +6,7 @@
 import { FLAGS, parseFlags, usage, type FlagName, type Flags } from "./cli/flags.ts";
 import { ConfigError, CredentialError, MetadataError, UsageError } from "./errors.ts";
 import { createLogger, levelForVerbosity, type Logger } from "./observability/log.ts";
-import { DEFAULT_CONFIG_TEXT, MetadataServer, type MetadataServerOptions } from "./index.ts";
+import { DEFAULT_CONFIG_TEXT, MetadataServer, type MetadataServerOptions, type ServerConfig } from "./index.ts";
 import { parseConfigText } from "./config/claims.ts";
 import type { CredentialSource } from "./credentials/source.ts";
 import { EmulatedIssuer } from "./credentials/emulated.ts";
@@ -14,11 +14,39 @@ import { overlayStatic } from "./credentials/static.ts";
 import { VERSION, BUILD_DATE, COMMIT } from "./version.ts";
 
 /** Flags whose capability is not built yet: refusing beats silently serving something else. */
-const NOT_YET: FlagName[] = ["domainsocket", "impersonate", "federate", "tpm", "useTPMmTLS", "usemTLS", "metricsEnabled"];
+const NOT_YET: FlagName[] = ["impersonate", "federate", "tpm", "useTPMmTLS"];
 
 function isSet(flags: Flags, name: FlagName): boolean {
   const v = flags[name];
   return flags.explicit.has(name) && v !== FLAGS[name].default && v !== false && v !== "";
+}
+
+/** Flags that only mean something beside another one. */
+const IGNORED_WITHOUT: Array<[FlagName, "usemTLS" | "metricsEnabled" | "domainsocket"]> = [
+  ["rootCAmTLS", "usemTLS"],
+  ["serverCert", "usemTLS"],
+  ["serverKey", "usemTLS"],
+  ["metricsInterface", "metricsEnabled"],
+  ["metricsPort", "metricsEnabled"],
+  ["metricsPath", "metricsEnabled"],
+  ["domainsocketMode", "domainsocket"],
+];
+
+/** The listeners the flags ask for, or a usage message. */
+function listenerConfig(flags: Flags): ServerConfig | string {
+  const config: ServerConfig = { bindInterface: flags.interface, port: flags.port };
+  if (flags.domainsocket) {
+    if (flags.usemTLS) return "-domainsocket and -usemTLS cannot be combined: the socket serves plain HTTP (as in the Go emulator); drop one";
+    if (!/^0?[0-7]{3}$/.test(flags.domainsocketMode)) return `invalid -domainsocketMode ${JSON.stringify(flags.domainsocketMode)}: use an octal mode such as 0660 or 0666`;
+    config.domainSocket = flags.domainsocket;
+    config.domainSocketMode = parseInt(flags.domainsocketMode, 8);
+  }
+  if (flags.usemTLS) config.tls = { rootCA: flags.rootCAmTLS, serverCert: flags.serverCert, serverKey: flags.serverKey };
+  if (flags.metricsEnabled) {
+    if (!flags.metricsPath.startsWith("/")) return `invalid -metricsPath ${JSON.stringify(flags.metricsPath)}: it must start with /`;
+    config.metrics = { bindInterface: flags.metricsInterface, port: flags.metricsPort, path: flags.metricsPath };
+  }
+  return config;
 }
 
 async function credentialSource(flags: Flags, log: Logger): Promise<CredentialSource> {
@@ -57,12 +85,23 @@ export async function main(argv: string[], env: Record<string, string | undefine
       return 2;
     }
   }
+  const listener = listenerConfig(flags);
+  if (typeof listener === "string") {
+    process.stderr.write(`${listener}\n`);
+    return 2;
+  }
   const log = createLogger(levelForVerbosity(flags.v));
+  for (const [flag, needs] of IGNORED_WITHOUT) {
+    if (flags.explicit.has(flag) && !flags[needs]) log.warn(`-${flag} is ignored without -${needs}`);
+  }
+  if (flags.domainsocket && (flags.explicit.has("interface") || flags.explicit.has("port"))) {
+    log.warn("-interface and -port are ignored with -domainsocket: the server listens on the unix socket only");
+  }
 
   let server: MetadataServer;
   try {
     const options: MetadataServerOptions = {
-      serverConfig: { bindInterface: flags.interface, port: flags.port },
+      serverConfig: listener,
       env,
       requireDefaultAccount: true,
       log,
@@ -78,8 +117,9 @@ export async function main(argv: string[], env: Record<string, string | undefine
     options.credentials = overlayStatic({ accessToken: env.GOOGLE_ACCESS_TOKEN, idToken: env.GOOGLE_ID_TOKEN }, base);
     if (env.GOOGLE_ACCESS_TOKEN || env.GOOGLE_ID_TOKEN) log.info("serving static tokens from GOOGLE_ACCESS_TOKEN / GOOGLE_ID_TOKEN");
     server = new MetadataServer(options);
-    const { url } = await server.start();
-    log.info("metadata server listening", { url, version: VERSION });
+    const { url, socketPath } = await server.start();
+    log.info("metadata server listening", socketPath ? { socket: socketPath, version: VERSION } : { url, version: VERSION });
+    if (server.metricsUrl) log.info("metrics listening", { url: `${server.metricsUrl}${flags.metricsPath}`, health: `${server.metricsUrl}/healthz` });
   } catch (e) {
     if (e instanceof ConfigError || e instanceof CredentialError || e instanceof MetadataError) {
       log.error(e.message);

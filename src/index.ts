@@ -20,9 +20,18 @@ import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
 import { createApp } from "./http/app.ts";
 import type { ServingState, WaitService } from "./http/handler.ts";
 import { silentLogger, type Logger } from "./observability/log.ts";
+import { Metrics, NO_METRICS, fanOut, type MetricsHooks } from "./observability/metrics.ts";
+import { serveMetrics, type MetricsListenOptions } from "./observability/metrics-server.ts";
+import { elysiaWrapper } from "./observability/requests.ts";
+import { listen, type TlsFiles } from "./http/listen.ts";
+import { UsageError } from "./errors.ts";
+import { VERSION } from "./version.ts";
 import defaultConfigText from "../config.json" with { type: "text" };
 
-export { ConfigError, CredentialError, MetadataError, UsageError } from "./errors.ts";
+export { ConfigError, CredentialError, ListenError, MetadataError, UsageError } from "./errors.ts";
+export type { MetricsHooks } from "./observability/metrics.ts";
+export type { MetricsListenOptions } from "./observability/metrics-server.ts";
+export type { TlsFiles } from "./http/listen.ts";
 export type { Account, CredentialSource, IdTokenRequest, InstanceIdentity, IssuedToken } from "./credentials/source.ts";
 export { EmulatedIssuer } from "./credentials/emulated.ts";
 export { StaticSource } from "./credentials/static.ts";
@@ -37,6 +46,14 @@ export interface ServerConfig {
   bindInterface?: string;
   /** Port: a number, or the Go emulator's ":8080" form; 0 picks a free port (default 8080). */
   port?: number | string;
+  /** Listen only on this unix socket; TCP is off (`-domainsocket`). A stale socket left by a crashed run is removed. */
+  domainSocket?: string;
+  /** Mode of the socket file (default 0o660: owner and group may connect; see docs/serving.md). */
+  domainSocketMode?: number;
+  /** Serve HTTPS on the TCP listener and require a client certificate signed by `rootCA` (`-usemTLS`). */
+  tls?: TlsFiles;
+  /** Serve Prometheus metrics, /healthz and /readyz on their own listener (`-metricsEnabled`). */
+  metrics?: MetricsListenOptions;
 }
 
 export interface MetadataServerOptions {
@@ -71,15 +88,26 @@ export function parsePort(port: number | string | undefined): number {
   return n;
 }
 
+/** Exact paths the app serves beside the metadata tree, labelled as themselves in metrics. */
+const APP_ROUTES = ["/.well-known/openid-configuration", "/oauth2/v3/certs"];
+
 export class MetadataServer {
   readonly state: ServingState;
   private server: Server<unknown> | undefined;
+  private readonly metricsRecorder: Metrics | undefined;
+  private metricsServer: Server<unknown> | undefined;
   private readonly options: MetadataServerOptions;
   private readonly createdAt = Math.floor(Date.now() / 1000);
 
   constructor(options: MetadataServerOptions = {}) {
     this.options = options;
     const env = options.env ?? {};
+    const sc = options.serverConfig ?? {};
+    if (sc.domainSocket && sc.tls) {
+      throw new UsageError("USAGE", "a unix socket (-domainsocket) and mTLS (-usemTLS) cannot be combined: the Go emulator serves plain HTTP on the socket; choose one");
+    }
+    this.metricsRecorder = sc.metrics ? new Metrics({ version: VERSION }) : undefined;
+    const events = fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents);
     const base =
       options.credentials === undefined
         ? new EmulatedIssuer()
@@ -93,10 +121,11 @@ export class MetadataServer {
         : undefined;
     this.state = {
       snapshot: tree ? this.compile(tree) : (undefined as unknown as Snapshot),
-      tokens: new TokenCache(source, options.tokenEvents ? { events: options.tokenEvents } : {}),
+      tokens: new TokenCache(source, events ? { events } : {}),
       log: options.log ?? silentLogger,
       legacyHeader: options.legacyHeader ?? true,
-      scheme: "http",
+      scheme: sc.tls ? "https" : "http",
+      metrics: this.metricsRecorder ?? NO_METRICS,
     };
   }
 
@@ -119,11 +148,36 @@ export class MetadataServer {
 
   /** Swap in a new snapshot built from a config document; waiters on changed nodes wake. */
   replaceClaims(claims: object): void {
-    this.swap(this.compile(claimsFromDocument(claims, this.claimsOptions())));
+    let next: Snapshot;
+    try {
+      next = this.compile(claimsFromDocument(claims, this.claimsOptions()));
+    } catch (e) {
+      this.metrics.reloads.failed();
+      throw e;
+    }
+    this.swap(next);
+    this.metrics.reloads.succeeded();
   }
 
   protected swap(next: Snapshot): void {
     this.state.snapshot = next;
+    this.metricsRecorder?.serviceAccount(this.defaultEmail());
+  }
+
+  /** Where wait_for_change and reload code report (no-ops when metrics are off); see observability/metrics.ts. */
+  get metrics(): MetricsHooks {
+    return this.metricsRecorder ?? NO_METRICS;
+  }
+
+  private defaultEmail(): string | undefined {
+    return this.state.snapshot?.accounts.get("default")?.email ?? this.state.tokens.source.describe().email;
+  }
+
+  /** Why the server is not ready (for /readyz), or undefined. */
+  private notReady(): string | undefined {
+    if (!this.state.snapshot) return "no config snapshot loaded yet";
+    if (!this.server) return "the metadata listener is not up";
+    return undefined;
   }
 
   set waits(w: WaitService | undefined) {
@@ -131,23 +185,51 @@ export class MetadataServer {
   }
 
   /** Start listening. Resolves with the bound address; port 0 reports the port picked. */
-  async start(): Promise<{ url: string; host: string; port: number }> {
+  async start(): Promise<{ url: string; host: string; port: number; socketPath?: string }> {
     if (this.server) return this.address();
-    if (!this.state.snapshot) this.state.snapshot = this.compile(await loadClaims(this.options.configFile!, this.claimsOptions()));
-    const app = createApp(this.state);
-    const hostname = this.options.serverConfig?.bindInterface ?? "127.0.0.1";
-    const port = parsePort(this.options.serverConfig?.port);
-    app.listen({ hostname, port });
-    this.server = app.server ?? undefined;
-    if (!this.server) throw new Error("the HTTP server did not start");
+    const sc = this.options.serverConfig ?? {};
+    const recorder = this.metricsRecorder;
+    // Metrics first, so /readyz answers (not ready) while the config loads.
+    if (recorder && !this.metricsServer) this.metricsServer = serveMetrics(recorder, sc.metrics!, () => this.notReady());
+    try {
+      if (!this.state.snapshot) this.state.snapshot = this.compile(await loadClaims(this.options.configFile!, this.claimsOptions()));
+      recorder?.describeCredentials(this.state.tokens.source.describe(), this.defaultEmail());
+      const app = createApp(this.state);
+      if (recorder || this.state.log.enabled("debug")) {
+        const state = this.state;
+        const wrapper = elysiaWrapper({ snapshot: () => state.snapshot, metrics: recorder, log: state.log, routes: APP_ROUTES });
+        app.wrap(((fetch: (r: Request) => Response | Promise<Response>) => wrapper(fetch)) as never);
+      }
+      this.server = await listen(app, {
+        hostname: sc.bindInterface ?? "127.0.0.1",
+        port: parsePort(sc.port),
+        domainSocket: sc.domainSocket,
+        domainSocketMode: sc.domainSocketMode,
+        tls: sc.tls,
+      });
+    } catch (e) {
+      await this.metricsServer?.stop(true);
+      this.metricsServer = undefined;
+      throw e;
+    }
     return this.address();
   }
 
-  private address(): { url: string; host: string; port: number } {
+  private address(): { url: string; host: string; port: number; socketPath?: string } {
     const s = this.server!;
+    const socketPath = this.options.serverConfig?.domainSocket;
+    if (socketPath) return { url: `http+unix://${encodeURIComponent(socketPath)}`, host: "metadata.google.internal", port: 0, socketPath };
     const hostname = s.hostname ?? "127.0.0.1";
     const host = hostname.includes(":") ? `[${hostname}]:${s.port}` : `${hostname}:${s.port}`;
-    return { url: `http://${host}`, host, port: s.port ?? 0 };
+    return { url: `${this.state.scheme}://${host}`, host, port: s.port ?? 0 };
+  }
+
+  /** Base URL of the metrics listener (`http://127.0.0.1:9000`), when metrics are on and started. */
+  get metricsUrl(): string | undefined {
+    const m = this.metricsServer;
+    if (!m) return undefined;
+    const h = m.hostname ?? "127.0.0.1";
+    return `http://${h.includes(":") ? `[${h}]` : h}:${m.port}`;
   }
 
   get port(): number {
@@ -165,6 +247,7 @@ export class MetadataServer {
 
   /** Point Google's client libraries at this server; returns a function that restores the previous values. */
   applyEnv(target: Record<string, string | undefined> = process.env): () => void {
+    if (this.options.serverConfig?.domainSocket) throw new UsageError("USAGE", "client libraries cannot reach a unix socket through GCE_METADATA_HOST; connect to the socket directly");
     const names = ["GCE_METADATA_HOST", "GCE_METADATA_IP", "GCE_METADATA_ROOT"] as const;
     const saved = names.map((n) => [n, target[n]] as const);
     for (const n of names) target[n] = this.host;
@@ -180,6 +263,9 @@ export class MetadataServer {
     const s = this.server;
     this.server = undefined;
     if (s) await s.stop(true);
+    const m = this.metricsServer;
+    this.metricsServer = undefined;
+    if (m) await m.stop(true);
     await this.state.tokens.source.close?.();
   }
 }

@@ -9,6 +9,7 @@ import { badRequest, forwarded, methodNotAllowed, missingFlavor, notFound, plain
 import { flag, parseQuery, type Params } from "./query.ts";
 import { redact, type Logger } from "../observability/log.ts";
 import type { Account } from "../credentials/source.ts";
+import type { MetricsHooks } from "../observability/metrics.ts";
 
 /** What the handler reads on every request; `snapshot` is swapped whole on reload. */
 export interface ServingState {
@@ -20,6 +21,8 @@ export interface ServingState {
   scheme: "http" | "https";
   /** Hanging GETs; absent until wired. */
   waits?: WaitService;
+  /** Where waits and reloads are counted (observability/metrics.ts); absent or no-ops without metrics. */
+  metrics?: MetricsHooks;
 }
 
 export interface WaitRequest {
@@ -131,10 +134,16 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     const first = choose(node, params, recursive);
     if (typeof first === "string") return badRequest(first);
     server?.timeout?.(req, 0);
-    await waits.wait(
-      { path: node.path, recursive: recursive && node.isDir, lastEtag: params.get("last_etag"), timeoutSec, signal: req.signal },
-      first.etag,
-    );
+    const metrics = state.metrics;
+    metrics?.waiting.inc();
+    try {
+      await waits.wait(
+        { path: node.path, recursive: recursive && node.isDir, lastEtag: params.get("last_etag"), timeoutSec, signal: req.signal },
+        first.etag,
+      );
+    } finally {
+      metrics?.waiting.dec();
+    }
     // Answer with whatever is current now; the node may have gone.
     const now = state.snapshot.lookup(node.path);
     if (!(now instanceof MetaNode)) return notFound(node.path);
