@@ -12,6 +12,7 @@ import type { CredentialSource } from "./credentials/source.ts";
 import { EmulatedIssuer } from "./credentials/emulated.ts";
 import { overlayStatic } from "./credentials/static.ts";
 import { VERSION, BUILD_DATE, COMMIT } from "./version.ts";
+import { parseMaintenanceSpec, parsePreemptionSpec, type MaintenanceSpec, type PreemptionSpec } from "./changes/lifecycle.ts";
 
 /** Flags whose capability is not built yet: refusing beats silently serving something else. */
 const NOT_YET: FlagName[] = ["impersonate", "federate", "tpm", "useTPMmTLS"];
@@ -57,7 +58,10 @@ async function credentialSource(flags: Flags, log: Logger): Promise<CredentialSo
     return new ServiceAccountKeySource(key);
   }
   log.warn("no credentials given: using the emulated issuer; its tokens are minted locally and are not valid at Google");
-  return new EmulatedIssuer({ issuer: flags.issuer, ...(flags.issuerKey ? { keyFile: flags.issuerKey } : {}) });
+  const issuer = new EmulatedIssuer({ issuer: flags.issuer, ...(flags.issuerKey ? { keyFile: flags.issuerKey } : {}) });
+  // A named key file is read now, so a bad one stops start-up instead of the first ID token request.
+  if (flags.issuerKey) await issuer.openid.jwks();
+  return issuer;
 }
 
 export async function main(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
@@ -90,6 +94,16 @@ export async function main(argv: string[], env: Record<string, string | undefine
     process.stderr.write(`${listener}\n`);
     return 2;
   }
+  let maintenance: MaintenanceSpec | undefined;
+  let preemption: PreemptionSpec | undefined;
+  try {
+    if (flags.simulateMaintenance) maintenance = parseMaintenanceSpec(flags.simulateMaintenance);
+    if (flags.simulatePreemption) preemption = parsePreemptionSpec(flags.simulatePreemption);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`${e.message}\n`);
+    return 2;
+  }
   const log = createLogger(levelForVerbosity(flags.v));
   for (const [flag, needs] of IGNORED_WITHOUT) {
     if (flags.explicit.has(flag) && !flags[needs]) log.warn(`-${flag} is ignored without -${needs}`);
@@ -105,6 +119,8 @@ export async function main(argv: string[], env: Record<string, string | undefine
       env,
       requireDefaultAccount: true,
       log,
+      controlApi: flags.controlAPI,
+      maxWaiters: flags.maxWaiters,
     };
     // The Go emulator reads ./config.json by default; without one we serve the bundled VM so a first run just works.
     if (!flags.explicit.has("configFile") && !(await Bun.file(flags.configFile).exists())) {
@@ -112,6 +128,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
       options.claims = parseConfigText(DEFAULT_CONFIG_TEXT, "default config") as object;
     } else {
       options.configFile = flags.configFile;
+      options.watchConfig = flags.watchConfig;
     }
     const base = await credentialSource(flags, log);
     options.credentials = overlayStatic({ accessToken: env.GOOGLE_ACCESS_TOKEN, idToken: env.GOOGLE_ID_TOKEN }, base);
@@ -120,6 +137,9 @@ export async function main(argv: string[], env: Record<string, string | undefine
     const { url, socketPath } = await server.start();
     log.info("metadata server listening", socketPath ? { socket: socketPath, version: VERSION } : { url, version: VERSION });
     if (server.metricsUrl) log.info("metrics listening", { url: `${server.metricsUrl}${flags.metricsPath}`, health: `${server.metricsUrl}/healthz` });
+    if (flags.controlAPI) log.info("control API enabled", socketPath ? { socket: socketPath, path: "/emulator/v1/" } : { url: `${url}/emulator/v1/` });
+    if (maintenance) server.simulateMaintenance(maintenance);
+    if (preemption) server.simulatePreemption(preemption);
   } catch (e) {
     if (e instanceof ConfigError || e instanceof CredentialError || e instanceof MetadataError) {
       log.error(e.message);

@@ -10,19 +10,27 @@
  * await server.stop();
  */
 import type { Server } from "bun";
-import { claimsFromDocument, loadClaims, parseConfigText } from "./config/claims.ts";
+import { claimsFromDocument, parseConfigText, readConfigText } from "./config/claims.ts";
 import { Snapshot } from "./metadata/snapshot.ts";
 import type { Tree } from "./metadata/tree.ts";
 import { TokenCache, type TokenCacheEvents } from "./credentials/token-cache.ts";
 import type { CredentialSource } from "./credentials/source.ts";
 import { EmulatedIssuer } from "./credentials/emulated.ts";
 import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
-import { createApp } from "./http/app.ts";
+import { createFetch } from "./http/app.ts";
 import type { ServingState, WaitService } from "./http/handler.ts";
 import { silentLogger, type Logger } from "./observability/log.ts";
+import { ConfigError } from "./errors.ts";
+import { fromPlain } from "./config/json.ts";
+import { ConfigWatcher } from "./config/watch.ts";
+import { ChangeHub } from "./changes/hub.ts";
+import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSpec } from "./changes/lifecycle.ts";
+import { deleteAt, mergeAt, nodeAt, setAt, splitPath, treeToJson } from "./metadata/edit.ts";
+import { carryGuestAttributes } from "./metadata/guest.ts";
+import { createGuestWrites } from "./http/guest.ts";
 import { Metrics, NO_METRICS, fanOut, type MetricsHooks } from "./observability/metrics.ts";
 import { serveMetrics, type MetricsListenOptions } from "./observability/metrics-server.ts";
-import { elysiaWrapper } from "./observability/requests.ts";
+import { instrument } from "./observability/requests.ts";
 import { listen, type TlsFiles } from "./http/listen.ts";
 import { UsageError } from "./errors.ts";
 import { VERSION } from "./version.ts";
@@ -36,6 +44,9 @@ export type { Account, CredentialSource, IdTokenRequest, InstanceIdentity, Issue
 export { EmulatedIssuer } from "./credentials/emulated.ts";
 export { StaticSource } from "./credentials/static.ts";
 export { Snapshot } from "./metadata/snapshot.ts";
+export { EditError } from "./metadata/edit.ts";
+export { TooManyWaiters } from "./changes/hub.ts";
+export type { LifecycleEvent, MaintenanceSpec, PreemptionSpec } from "./changes/lifecycle.ts";
 
 /** The config bundled with the program: a VM in project `example-project`. */
 // Imported as text (Bun embeds it in the compiled executable); TypeScript types the import as the parsed JSON.
@@ -74,11 +85,33 @@ export interface MetadataServerOptions {
   tokenEvents?: TokenCacheEvents;
   /** Unix seconds for `instance_creation_timestamp` in full ID tokens (default: construction time). */
   instanceCreationTimestamp?: number;
+  /** Reload `configFile` whenever it changes on disk (default false; the CLI turns it on). */
+  watchConfig?: boolean;
+  /** Serve the control API under /emulator/v1/ (default false). */
+  controlApi?: boolean;
+  /** Most wait_for_change requests held at once; 0 (default) means no limit; over it a wait answers 503. */
+  maxWaiters?: number;
+}
+
+/** Outcome counters of config-file reloads. */
+export interface ReloadStats {
+  reloads: number;
+  failures: number;
+  lastError: string | undefined;
 }
 
 function isSource(c: CredentialSource | StaticTokens): c is CredentialSource {
   return typeof (c as CredentialSource).accessToken === "function";
 }
+
+/** Exact paths the app serves beside the metadata tree, labelled as themselves in metrics (http/app.ts, control.ts). */
+const APP_ROUTES = ["/.well-known/openid-configuration", "/oauth2/v3/certs", "/emulator/v1/config", "/emulator/v1/status", "/emulator/v1/lifecycle"];
+/** Control API routes with a path or id in them, and their metrics label. */
+const APP_PREFIXES = [
+  ["/emulator/v1/update/", "/emulator/v1/update/{path}"],
+  ["/emulator/v1/metadata/", "/emulator/v1/metadata/{path}"],
+  ["/emulator/v1/lifecycle/", "/emulator/v1/lifecycle/{event}"],
+] as const;
 
 /** Parse the Go emulator's ":8080" or a number. */
 export function parsePort(port: number | string | undefined): number {
@@ -88,9 +121,6 @@ export function parsePort(port: number | string | undefined): number {
   return n;
 }
 
-/** Exact paths the app serves beside the metadata tree, labelled as themselves in metrics. */
-const APP_ROUTES = ["/.well-known/openid-configuration", "/oauth2/v3/certs"];
-
 export class MetadataServer {
   readonly state: ServingState;
   private server: Server<unknown> | undefined;
@@ -98,6 +128,15 @@ export class MetadataServer {
   private metricsServer: Server<unknown> | undefined;
   private readonly options: MetadataServerOptions;
   private readonly createdAt = Math.floor(Date.now() / 1000);
+  /** Hanging GETs, woken by every swap. */
+  readonly changes: ChangeHub;
+  /** Simulated maintenance and preemption events. */
+  readonly lifecycle: Lifecycle;
+  readonly reloadStats: ReloadStats = { reloads: 0, failures: 0, lastError: undefined };
+  /** The tree as the config (file or claims) last gave it, before control-API and guest changes. */
+  private fileTree: Tree | undefined;
+  private configText: string | undefined;
+  private watcher: ConfigWatcher | undefined;
 
   constructor(options: MetadataServerOptions = {}) {
     this.options = options;
@@ -119,14 +158,29 @@ export class MetadataServer {
       options.configFile === undefined
         ? claimsFromDocument(options.claims ?? parseConfigText(DEFAULT_CONFIG_TEXT, "default config"), this.claimsOptions())
         : undefined;
+    this.fileTree = tree;
+    this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? 0 });
     this.state = {
       snapshot: tree ? this.compile(tree) : (undefined as unknown as Snapshot),
       tokens: new TokenCache(source, events ? { events } : {}),
       log: options.log ?? silentLogger,
       legacyHeader: options.legacyHeader ?? true,
       scheme: sc.tls ? "https" : "http",
+      waits: this.changes,
       metrics: this.metricsRecorder ?? NO_METRICS,
     };
+    this.state.writes = createGuestWrites(this);
+    this.lifecycle = new Lifecycle({
+      tree: () => this.snapshot.tree,
+      edit: (fn) => {
+        try {
+          this.editTree(fn);
+        } catch (e) {
+          this.state.log.error("simulated event could not be applied", { error: e });
+        }
+      },
+      log: this.state.log,
+    });
   }
 
   private claimsOptions() {
@@ -148,19 +202,24 @@ export class MetadataServer {
 
   /** Swap in a new snapshot built from a config document; waiters on changed nodes wake. */
   replaceClaims(claims: object): void {
-    let next: Snapshot;
+    let tree: Tree;
     try {
-      next = this.compile(claimsFromDocument(claims, this.claimsOptions()));
+      tree = claimsFromDocument(claims, this.claimsOptions());
     } catch (e) {
       this.metrics.reloads.failed();
       throw e;
     }
-    this.swap(next);
+    this.loadTree(tree);
     this.metrics.reloads.succeeded();
   }
 
+  /** The single place a new snapshot goes live: waiters whose watched ETag changed wake. */
   protected swap(next: Snapshot): void {
+    const before = this.state.snapshot?.identity;
     this.state.snapshot = next;
+    // Full ID tokens carry instance and project facts: drop the ones minted from facts that changed.
+    if (before && JSON.stringify(before) !== JSON.stringify(next.identity)) this.state.tokens.clear("identity");
+    this.changes.publish(next);
     this.metricsRecorder?.serviceAccount(this.defaultEmail());
   }
 
@@ -180,6 +239,84 @@ export class MetadataServer {
     return undefined;
   }
 
+  /** A whole new config: replaces control-API changes; the guest's own writes carry over (see metadata/guest.ts). */
+  private loadTree(tree: Tree): void {
+    const previous = this.fileTree;
+    this.fileTree = tree;
+    this.swap(this.compile(this.snapshot ? carryGuestAttributes(previous, tree, this.snapshot.tree) : tree));
+  }
+
+  /** Change the tree and serve the result; nothing happens when `fn` returns the same tree. */
+  editTree(fn: (tree: Tree) => Tree): void {
+    if (!this.state.snapshot) throw new Error("start() the server first: its config file is read when it starts");
+    const current = this.snapshot.tree;
+    const next = fn(current);
+    if (next !== current) this.swap(this.compile(next));
+  }
+
+  /** The value at a metadata path (`instance/attributes/foo`) as config JSON text, or undefined. */
+  getJson(path: string): string | undefined {
+    const node = nodeAt(this.snapshot.tree, splitPath(path));
+    return node ? treeToJson(node) : undefined;
+  }
+
+  /** The value at a metadata path in the config file's naming (numbers beyond 2^53 lose digits: use getJson). */
+  get(path: string): unknown {
+    const json = this.getJson(path);
+    return json === undefined ? undefined : JSON.parse(json);
+  }
+
+  /** Set a value (`set("instance/attributes/foo", "bar")`); throws EditError (shape, fixed keys, missing parent). */
+  set(path: string, value: unknown): void {
+    this.editTree((t) => setAt(t, path, fromPlain(value)));
+  }
+
+  /** JSON merge patch (RFC 7396) at a path: objects merge, `null` deletes a key. */
+  merge(path: string, patch: unknown): void {
+    this.editTree((t) => mergeAt(t, path, fromPlain(patch)));
+  }
+
+  /** Delete an attribute (or any key of a free-form directory) or a list position. */
+  delete(path: string): void {
+    this.editTree((t) => deleteAt(t, path));
+  }
+
+  /** The whole current config document, `{"computeMetadata":{"v1":{…}}}`. */
+  configDocument(): string {
+    return `{"computeMetadata":{"v1":${treeToJson(this.snapshot.tree)}}}`;
+  }
+
+  /** Schedule a simulated host maintenance event (see changes/lifecycle.ts). */
+  simulateMaintenance(spec: MaintenanceSpec): LifecycleEvent {
+    return this.lifecycle.scheduleMaintenance(spec);
+  }
+
+  /** Schedule a simulated preemption. */
+  simulatePreemption(spec: PreemptionSpec): LifecycleEvent {
+    return this.lifecycle.schedulePreemption(spec);
+  }
+
+  /** Apply config-file text: a valid file goes live, an invalid one is logged and counted, the last good stays. */
+  applyConfigText(text: string): boolean {
+    const file = this.options.configFile ?? "config";
+    try {
+      const tree = claimsFromDocument(parseConfigText(text, file), this.claimsOptions());
+      this.configText = text;
+      this.loadTree(tree);
+      this.reloadStats.reloads++;
+      this.metrics.reloads.succeeded();
+      this.state.log.info("config reloaded", { file });
+      return true;
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      this.reloadStats.failures++;
+      this.metrics.reloads.failed();
+      this.reloadStats.lastError = e.message;
+      this.state.log.error(`config reload failed, still serving the last good config: ${e.message}`);
+      return false;
+    }
+  }
+
   set waits(w: WaitService | undefined) {
     this.state.waits = w;
   }
@@ -192,15 +329,30 @@ export class MetadataServer {
     // Metrics first, so /readyz answers (not ready) while the config loads.
     if (recorder && !this.metricsServer) this.metricsServer = serveMetrics(recorder, sc.metrics!, () => this.notReady());
     try {
-      if (!this.state.snapshot) this.state.snapshot = this.compile(await loadClaims(this.options.configFile!, this.claimsOptions()));
-      recorder?.describeCredentials(this.state.tokens.source.describe(), this.defaultEmail());
-      const app = createApp(this.state);
-      if (recorder || this.state.log.enabled("debug")) {
-        const state = this.state;
-        const wrapper = elysiaWrapper({ snapshot: () => state.snapshot, metrics: recorder, log: state.log, routes: APP_ROUTES });
-        app.wrap(((fetch: (r: Request) => Response | Promise<Response>) => wrapper(fetch)) as never);
+      if (!this.state.snapshot) {
+        const file = this.options.configFile!;
+        this.configText = await readConfigText(file);
+        this.fileTree = claimsFromDocument(parseConfigText(this.configText, file), this.claimsOptions());
+        this.state.snapshot = this.compile(this.fileTree);
       }
-      this.server = await listen(app, {
+      recorder?.describeCredentials(this.state.tokens.source.describe(), this.defaultEmail());
+      this.changes.reopen();
+      if (this.options.watchConfig && this.options.configFile && !this.watcher) {
+        this.watcher = new ConfigWatcher(this.options.configFile, (text) => void this.applyConfigText(text), {
+          onError: (e) => this.state.log.warn("config file not readable; keeping the current config", { error: e.message }),
+        });
+        await this.watcher.start(this.configText);
+      }
+      const state = this.state;
+      // Observation wraps the handler only when metrics or per-request logs are on; otherwise nothing is added.
+      const fetch = instrument(createFetch(state, this.options.controlApi ? { control: this } : {}), {
+        snapshot: () => state.snapshot,
+        metrics: recorder,
+        log: state.log,
+        routes: APP_ROUTES,
+        prefixes: APP_PREFIXES,
+      });
+      this.server = await listen(fetch, {
         hostname: sc.bindInterface ?? "127.0.0.1",
         port: parsePort(sc.port),
         domainSocket: sc.domainSocket,
@@ -208,6 +360,8 @@ export class MetadataServer {
         tls: sc.tls,
       });
     } catch (e) {
+      this.watcher?.close();
+      this.watcher = undefined;
       await this.metricsServer?.stop(true);
       this.metricsServer = undefined;
       throw e;
@@ -262,7 +416,15 @@ export class MetadataServer {
   async stop(): Promise<void> {
     const s = this.server;
     this.server = undefined;
-    if (s) await s.stop(true);
+    this.watcher?.close();
+    this.watcher = undefined;
+    this.lifecycle.close();
+    // Hanging requests answer with the current content; give them a moment to be written before closing sockets.
+    this.changes.close();
+    if (s) {
+      await Promise.race([s.stop(false), Bun.sleep(1000)]);
+      await s.stop(true);
+    }
     const m = this.metricsServer;
     this.metricsServer = undefined;
     if (m) await m.stop(true);

@@ -11,6 +11,7 @@ import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
 import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createConnection } from "node:net";
+import type { Server } from "bun";
 import { ListenError } from "../errors.ts";
 
 /** Files of an mTLS listener, as the Go emulator's `-rootCAmTLS`, `-serverCert`, `-serverKey` name them. */
@@ -167,30 +168,25 @@ export interface ListenOptions {
   tls?: TlsFiles;
 }
 
-/** What `listen` needs of an Elysia app. */
-interface Listenable {
-  listen(options: object): unknown;
-  server: import("bun").Server<unknown> | null;
-}
+type Fetch = (req: Request, server: Server<unknown>) => Response | Promise<Response>;
 
 /**
- * Start `app` on a unix socket, HTTPS with required client certificates, or plain TCP. Unlike Elysia's default,
- * a TCP port is not shared (`reusePort: false`): a second server on a busy port fails instead of splitting traffic.
+ * Serve `fetch` on a unix socket, HTTPS with required client certificates, or plain TCP. No SO_REUSEPORT: a second
+ * server on a taken port must fail, not share it.
  */
-export async function listen(app: Listenable, options: ListenOptions): Promise<import("bun").Server<unknown>> {
+export async function listen(fetch: Fetch, options: ListenOptions): Promise<Server<unknown>> {
   const { domainSocket } = options;
   if (domainSocket) {
     await prepareSocket(domainSocket);
-    bindSocket(domainSocket, options.domainSocketMode ?? DEFAULT_SOCKET_MODE, () => app.listen({ unix: domainSocket }));
-  } else {
-    const tls = options.tls ? await loadTls(options.tls) : undefined;
-    app.listen({
-      hostname: options.hostname,
-      port: options.port,
-      reusePort: false,
-      ...(tls ? { tls: { ...tls, requestCert: true, rejectUnauthorized: true } } : {}),
-    });
+    return bindSocket(domainSocket, options.domainSocketMode ?? DEFAULT_SOCKET_MODE, () => Bun.serve({ unix: domainSocket, development: false, fetch }));
   }
-  if (!app.server) throw new Error("the HTTP server did not start");
-  return app.server;
+  const tls = options.tls ? await loadTls(options.tls) : undefined;
+  return Bun.serve({
+    hostname: options.hostname,
+    port: options.port,
+    reusePort: false,
+    development: false,
+    ...(tls ? { tls: { ...tls, requestCert: true, rejectUnauthorized: true } } : {}),
+    fetch,
+  });
 }

@@ -4,6 +4,8 @@
  * `service_account_name`, `credential_type`, `service_account_hash`); this server adds token-cache, wait and
  * reload series. The `path` label is always a route template (see metadata/template.ts), never the raw request
  * path, so clients cannot grow the label set; `code` is the status text (`OK`, `Not Found`), as in the Go emulator.
+ * The two per-request series count into plain numbers per route (no label hashing on the request path) and are
+ * handed to prom-client's Registry as metric objects, which formats them with everything else at scrape time.
  *
  * Other code reports through {@link MetricsHooks}; with metrics off it gets {@link NO_METRICS}, whose calls do nothing.
  *
@@ -26,9 +28,10 @@ export interface MetricsHooks {
    */
   readonly waiting: { inc(): void; dec(): void };
   /**
-   * Config reloads, one call per attempt: `succeeded()` after a new snapshot is swapped in, `failed()` when a changed
-   * config is rejected and the old snapshot keeps serving. `MetadataServer.replaceClaims` already reports both; code
-   * that reloads without going through it (a file watcher that builds its own snapshot) must call these itself.
+   * Config reloads, one call per attempt: `succeeded()` after a new config went live, `failed()` when a changed
+   * config is rejected and the old snapshot keeps serving. `MetadataServer.applyConfigText` (the file watcher) and
+   * `MetadataServer.replaceClaims` (library, control API `PUT /emulator/v1/config`) already report both; control-API
+   * edits of single values are not reloads. New code that loads a whole config some other way calls these itself.
    */
   readonly reloads: { succeeded(): void; failed(): void };
 }

@@ -1,7 +1,7 @@
 /**
  * Per-request observation: latency and status into the metrics, and one log line per request at debug level
- * (`-v 1` and up). It wraps the app's whole fetch handler, so it sees every answer — metadata, redirects, errors,
- * OpenID routes and Elysia's own 404s — with its real status. It is installed only when metrics or request logging
+ * (`-v 1` and up). It wraps the listener's whole fetch handler, so it sees every answer — metadata, redirects,
+ * errors, OpenID and control routes, the app's own 404s — with its real status. It is installed only when metrics or request logging
  * are on; otherwise requests run exactly the code they ran before.
  *
  * Labels and log fields carry the route template and the path without its query string: query values (audiences,
@@ -13,7 +13,8 @@ import { normalise } from "../http/handler.ts";
 import type { Logger } from "./log.ts";
 import { OTHER_ROUTE, type Metrics, type RouteInstruments } from "./metrics.ts";
 
-export type Fetch = (request: Request) => Response | Promise<Response>;
+/** A listener's fetch handler; the second argument (Bun's server) is passed through untouched. */
+export type Fetch<S = never> = (request: Request, server: S) => Response | Promise<Response>;
 
 export interface InstrumentOptions {
   /** The snapshot being served now (it is swapped on reload). */
@@ -23,6 +24,8 @@ export interface InstrumentOptions {
   log?: Logger;
   /** Exact paths served beside the metadata tree (OpenID discovery, JWKS); anything else unknown is `{other}`. */
   routes?: readonly string[];
+  /** Path prefixes served beside the tree and their template (`/emulator/v1/metadata/` → `…/metadata/{path}`). */
+  prefixes?: ReadonlyArray<readonly [prefix: string, template: string]>;
 }
 
 interface Route {
@@ -46,7 +49,7 @@ function pathOf(url: string): string {
 const MAX_LOGGED_PATH = 256;
 
 /** Wrap a fetch handler; returns it unchanged when there is nothing to observe. */
-export function instrument(fetch: Fetch, options: InstrumentOptions): Fetch {
+export function instrument<S>(fetch: Fetch<S>, options: InstrumentOptions): Fetch<S> {
   const { metrics } = options;
   const log = options.log?.enabled("debug") ? options.log : undefined;
   if (!metrics && !log) return fetch;
@@ -64,6 +67,7 @@ export function instrument(fetch: Fetch, options: InstrumentOptions): Fetch {
   const fixed = new Map<string, Route>();
   for (const p of options.routes ?? []) fixed.set(p, route(p));
   const other = route(OTHER_ROUTE);
+  const prefixes = (options.prefixes ?? []).map(([p, t]) => [p, route(t)] as const);
 
   function resolve(path: string): Route {
     const snapshot = options.snapshot();
@@ -71,6 +75,7 @@ export function instrument(fetch: Fetch, options: InstrumentOptions): Fetch {
     if (entry === undefined) {
       const f = fixed.get(path);
       if (f !== undefined) return f;
+      for (const [p, r] of prefixes) if (path.startsWith(p)) return r;
       // Paths the handler also serves after normalising (`//`, percent-escapes); rare, so only on a miss.
       const n = path.startsWith("/computeMetadata") ? normalise(path) : undefined;
       entry = n !== undefined && n !== path ? snapshot.lookup(n) : undefined;
@@ -111,9 +116,9 @@ export function instrument(fetch: Fetch, options: InstrumentOptions): Fetch {
     return res;
   }
 
-  return function instrumented(req: Request): Response | Promise<Response> {
+  return function instrumented(req: Request, server: S): Response | Promise<Response> {
     const t0 = performance.now();
-    const res = fetch(req);
+    const res = fetch(req, server);
     if (res instanceof Promise) {
       return res.then(
         (v) => done(req, v, t0),
@@ -124,18 +129,5 @@ export function instrument(fetch: Fetch, options: InstrumentOptions): Fetch {
       );
     }
     return done(req, res, t0);
-  };
-}
-
-/** Adapter for Elysia's higher-order `wrap`: one instrumented function per composed handler, not per request. */
-export function elysiaWrapper(options: InstrumentOptions): (fetch: Fetch) => Fetch {
-  let inner: Fetch | undefined;
-  let wrapped: Fetch | undefined;
-  return (fetch) => {
-    if (fetch !== inner) {
-      inner = fetch;
-      wrapped = instrument(fetch, options);
-    }
-    return wrapped!;
   };
 }

@@ -187,6 +187,7 @@ describe("hooks", () => {
   afterAll(() => server.stop());
 
   test("waiting requests: 1 while a wait_for_change request hangs, 0 after it is answered", async () => {
+    const saved = server.state.waits;
     let release!: () => void;
     let started!: () => void;
     const hanging = new Promise<void>((r) => (started = r));
@@ -203,15 +204,16 @@ describe("hooks", () => {
     release();
     expect((await res).status).toBe(200);
     expect(sampleValue(await scrape(murl), "metadata_waiting_requests")).toBe(0);
-    server.waits = undefined;
+    server.waits = saved;
   });
 
-  test("waiting requests: a wait that fails still counts down", async () => {
-    server.waits = { wait: () => Promise.reject(new Error("boom")) };
+  test("waiting requests: a wait that is refused (too many waiters) still counts down", async () => {
+    const saved = server.state.waits;
+    server.waits = { wait: () => Promise.reject(new Error("too many waiters")) };
     const res = await fetch(`${base}${V1}instance/attributes/enable-oslogin?wait_for_change=true`, { headers: H });
-    expect(res.status).toBe(500);
+    expect(res.status).toBe(503);
     expect(sampleValue(await scrape(murl), "metadata_waiting_requests")).toBe(0);
-    server.waits = undefined;
+    server.waits = saved;
   });
 
   test("reloads: replaceClaims counts successes and failures, and the account gauge follows the new config", async () => {
@@ -268,6 +270,61 @@ describe("hooks", () => {
       expect(sampleValue(await scrape(s.metricsUrl!), "metadata_token_cache_hits_total", { kind: "access" })).toBe(1);
     } finally {
       await s.stop();
+    }
+  });
+});
+
+describe("hooks with the real wait and reload code", () => {
+  const dir = mkdtempSync(join(tmpdir(), "mds-reload-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  test("a real hanging GET (ChangeHub) shows in metadata_waiting_requests until a change wakes it", async () => {
+    const server = new MetadataServer({ serverConfig: { port: 0, metrics: { port: 0 } } });
+    const { url } = await server.start();
+    try {
+      const murl = server.metricsUrl!;
+      const res = fetch(`${url}${V1}instance/attributes/enable-oslogin?wait_for_change=true`, { headers: H });
+      let waiting = 0;
+      for (let i = 0; i < 100 && waiting !== 1; i++) {
+        waiting = sampleValue(await scrape(murl), "metadata_waiting_requests")!;
+        if (waiting !== 1) await Bun.sleep(10);
+      }
+      expect(waiting).toBe(1);
+      server.set("instance/attributes/enable-oslogin", "TRUE");
+      const r = await res;
+      expect(r.status).toBe(200);
+      expect(await r.text()).toBe("TRUE");
+      expect(sampleValue(await scrape(murl), "metadata_waiting_requests")).toBe(0);
+      // An edit is not a config reload.
+      expect(sampleValue(await scrape(murl), "metadata_config_reloads_total")).toBe(0);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("config file reloads (watchConfig) count successes and failures", async () => {
+    const file = join(dir, "config.json");
+    await Bun.write(file, DEFAULT_CONFIG_TEXT);
+    const server = new MetadataServer({ configFile: file, watchConfig: true, serverConfig: { port: 0, metrics: { port: 0 } } });
+    await server.start();
+    try {
+      const murl = server.metricsUrl!;
+      const until = async (name: string, want: number) => {
+        let v: number | undefined;
+        for (let i = 0; i < 200 && v !== want; i++) {
+          v = sampleValue(await scrape(murl), name);
+          if (v !== want) await Bun.sleep(10);
+        }
+        return v;
+      };
+      await Bun.write(file, DEFAULT_CONFIG_TEXT.replace('"name": "vm-1"', '"name": "vm-2"'));
+      expect(await until("metadata_config_reloads_total", 1)).toBe(1);
+      await Bun.write(file, "{ not json");
+      expect(await until("metadata_config_reload_failures_total", 1)).toBe(1);
+      expect(server.reloadStats).toMatchObject({ reloads: 1, failures: 1 });
+      expect(server.snapshot.text("instance/name")).toBe("vm-2");
+    } finally {
+      await server.stop();
     }
   });
 });

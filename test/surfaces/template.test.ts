@@ -10,7 +10,7 @@ const v1 = doc.computeMetadata.v1;
 v1.instance!.guestAttributes = { hostkeys: { "ssh-rsa": "AAAA" } };
 v1.instance!.partnerAttributes = { "vendor.example.com": { setting: "x" } };
 v1.instance!.customKey = "a user key in a Google-defined directory";
-v1.project!.attributes = { "ssh-keys": "alice:ssh-rsa AAAA" };
+v1.project!.attributes = { "ssh-keys": "alice:ssh-rsa AAAA", "enable-guest-attributes": "TRUE" };
 const snapshot = new Snapshot(claimsFromDocument(doc, {}));
 
 const V1 = "/computeMetadata/v1/";
