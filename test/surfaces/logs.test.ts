@@ -26,23 +26,27 @@ interface Run {
 /** Start the CLI, make token and identity requests, collect what it served, stop it. */
 async function exercise(args: string[], extraSecrets: () => string[] = () => []): Promise<Run> {
   const cli = runCli(["-v", "2", "-port", ":0", "-metricsEnabled", "-metricsPort", "0", ...args]);
-  const base = await listeningUrl(cli);
-  const murl = await metricsUrl(cli);
   const secrets: string[] = [];
-  const acct = `${base}${V1}instance/service-accounts/default`;
-  for (const q of ["", "?scopes=https://www.googleapis.com/auth/cloud-platform,openid", ""]) {
-    const res = await fetch(`${acct}/token${q}`, { headers: H });
-    expect(res.status).toBe(200);
-    const body = (await res.json()) as { access_token: string };
-    secrets.push(body.access_token);
+  let metrics: string;
+  try {
+    const base = await listeningUrl(cli);
+    const murl = await metricsUrl(cli);
+    const acct = `${base}${V1}instance/service-accounts/default`;
+    for (const q of ["", "?scopes=https://www.googleapis.com/auth/cloud-platform,openid", ""]) {
+      const res = await fetch(`${acct}/token${q}`, { headers: H });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { access_token: string };
+      secrets.push(body.access_token);
+    }
+    for (const q of ["?audience=https://svc.example", "?audience=https://svc.example&format=full&licenses=TRUE", "?audience=https://other.example"]) {
+      const res = await fetch(`${acct}/identity${q}`, { headers: H });
+      expect(res.status).toBe(200);
+      secrets.push(await res.text());
+    }
+    metrics = await (await fetch(murl)).text();
+  } finally {
+    expect(await cli.stop()).toBe(0);
   }
-  for (const q of ["?audience=https://svc.example", "?audience=https://svc.example&format=full&licenses=TRUE", "?audience=https://other.example"]) {
-    const res = await fetch(`${acct}/identity${q}`, { headers: H });
-    expect(res.status).toBe(200);
-    secrets.push(await res.text());
-  }
-  const metrics = await (await fetch(murl)).text();
-  expect(await cli.stop()).toBe(0);
   secrets.push(...extraSecrets());
   return { cli, stderr: cli.stderr(), metrics, secrets };
 }
@@ -79,18 +83,26 @@ describe("-v maps to levels", () => {
 describe("per-request lines", () => {
   test("-v 0: none; -v 1: one per request with method, path, route, status, ms, bytes and no query", async () => {
     const quiet = runCli(["-port", ":0"]);
-    const qbase = await listeningUrl(quiet);
-    await fetch(`${qbase}${V1}instance/id`, { headers: H }).then((r) => r.text());
-    await quiet.stop();
+    try {
+      const qbase = await listeningUrl(quiet);
+      await fetch(`${qbase}${V1}instance/id`, { headers: H }).then((r) => r.text());
+    } finally {
+      await quiet.stop();
+    }
+    expect(quiet.stderr()).toContain("metadata server listening");
     expect(quiet.stderr()).not.toContain(" request ");
 
     const cli = runCli(["-v", "1", "-port", ":0"]);
-    const base = await listeningUrl(cli);
-    const id = await fetch(`${base}${V1}instance/id`, { headers: H }).then((r) => r.text());
-    await fetch(`${base}${V1}instance/attributes/enable-oslogin?alt=text&secret-query=hunter2`, { headers: H }).then((r) => r.text());
-    await fetch(`${base}/nowhere`).then((r) => r.text());
-    await cli.waitFor(/path=\/nowhere/);
-    await cli.stop();
+    let id: string;
+    try {
+      const base = await listeningUrl(cli);
+      id = await fetch(`${base}${V1}instance/id`, { headers: H }).then((r) => r.text());
+      await fetch(`${base}${V1}instance/attributes/enable-oslogin?alt=text&secret-query=hunter2`, { headers: H }).then((r) => r.text());
+      await fetch(`${base}/nowhere`).then((r) => r.text());
+      await cli.waitFor(/path=\/nowhere/);
+    } finally {
+      await cli.stop();
+    }
     const lines = cli.stderr().split("\n").filter((l) => l.includes(" DEBUG request "));
     expect(lines.length).toBe(3);
     expect(lines[0]).toMatch(
@@ -143,11 +155,15 @@ describe("no token, assertion or key in any log line or metric", () => {
     fake.reset();
     fake.failNext("token", 1, 400);
     const cli = runCli(["-v", "2", "-port", ":0", "-serviceAccountFile", key.path]);
-    const base = await listeningUrl(cli);
-    const res = await fetch(`${base}${V1}instance/service-accounts/default/token`, { headers: H });
-    expect(res.status).toBe(500);
-    await cli.waitFor(/an access token failed/);
-    await cli.stop();
+    let res: Response;
+    try {
+      const base = await listeningUrl(cli);
+      res = await fetch(`${base}${V1}instance/service-accounts/default/token`, { headers: H });
+      expect(res.status).toBe(500);
+      await cli.waitFor(/an access token failed/);
+    } finally {
+      await cli.stop();
+    }
     const assertions = fake.requests.map((r) => r.body.assertion).filter((a): a is string => typeof a === "string");
     expect(assertions.length).toBe(1);
     expectNoSecrets({ cli, stderr: cli.stderr() + (await res.text()), metrics: "", secrets: assertions }, key.privateKeyPem);
