@@ -49,8 +49,8 @@ export interface ServerHooks {
   timeout?(request: Request, seconds: number): void;
 }
 
-const TOKEN_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": JSON_TYPE } };
-const IDENTITY_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": TEXT } };
+const TOKEN_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": JSON_TYPE }) };
+const IDENTITY_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": TEXT }) };
 const FORBIDDEN_IN_PATH = /%(?:21|24|27|28|29|2a|2c|40)/i;
 const DEFAULT_HOST = "metadata.google.internal";
 

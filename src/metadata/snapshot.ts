@@ -31,7 +31,8 @@ export class Rendering {
   ) {
     const headers: Record<string, string> = { ...BASE_HEADERS, "Content-Type": contentType };
     if (etag) headers.ETag = etag;
-    this.init = { headers };
+    // A Headers instance, not a plain object: Bun copies it into each Response far more cheaply.
+    this.init = { headers: new Headers(headers) };
   }
 }
 
