@@ -275,7 +275,10 @@ describe("hooks", () => {
 });
 
 describe("hooks with the real wait and reload code", () => {
-  const dir = mkdtempSync(join(tmpdir(), "mds-reload-"));
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "mds-reload-"));
+  });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   test("a real hanging GET (ChangeHub) shows in metadata_waiting_requests until a change wakes it", async () => {
@@ -330,7 +333,10 @@ describe("hooks with the real wait and reload code", () => {
 });
 
 describe("health and readiness", () => {
-  const dir = mkdtempSync(join(tmpdir(), "mds-ready-"));
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "mds-ready-"));
+  });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   test("/readyz is 503 while the config loads, 200 once serving; /healthz is 200 throughout; both gone after stop", async () => {
