@@ -332,6 +332,28 @@ describe("hooks with the real wait and reload code", () => {
   });
 });
 
+describe("control API routes", () => {
+  test("are labelled by route, not by the path or id in them, and a PUT of the whole config counts as a reload", async () => {
+    const server = new MetadataServer({ controlApi: true, serverConfig: { port: 0, metrics: { port: 0 } } });
+    const { url } = await server.start();
+    try {
+      const call = (method: string, path: string, body?: string) =>
+        fetch(url + path, { method, headers: H, ...(body === undefined ? {} : { body }) }).then(async (r) => (await r.arrayBuffer(), r.status));
+      expect(await call("PUT", "/emulator/v1/metadata/instance/attributes/color", '"blue"')).toBe(200);
+      expect(await call("PUT", "/emulator/v1/metadata/instance/attributes/size", '"xl"')).toBe(200);
+      expect(await call("GET", "/emulator/v1/status")).toBe(200);
+      expect(await call("PUT", "/emulator/v1/config", DEFAULT_CONFIG_TEXT)).toBe(200);
+      const m = await scrape(server.metricsUrl!);
+      expect(sampleValue(m, "metadata_endpoint_path_requests", { code: "OK", path: "/emulator/v1/metadata/{path}" })).toBe(2);
+      expect(sampleValue(m, "metadata_endpoint_path_requests", { code: "OK", path: "/emulator/v1/status" })).toBe(1);
+      expect(sampleValue(m, "metadata_endpoint_path_requests", { code: "OK", path: "/emulator/v1/config" })).toBe(1);
+      expect(sampleValue(m, "metadata_config_reloads_total")).toBe(1);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("health and readiness", () => {
   let dir: string;
   beforeAll(() => {
