@@ -6,7 +6,7 @@
 import { FLAGS, parseFlags, usage, type FlagName, type Flags } from "./cli/flags.ts";
 import { ConfigError, CredentialError, MetadataError, UsageError } from "./errors.ts";
 import { createLogger, levelForVerbosity, type Logger } from "./observability/log.ts";
-import { DEFAULT_CONFIG_TEXT, MetadataServer, type MetadataServerOptions } from "./index.ts";
+import { DEFAULT_CONFIG_TEXT, MetadataServer, type MetadataServerOptions, type ServerConfig } from "./index.ts";
 import { claimsFromDocument, loadClaims, parseConfigText } from "./config/claims.ts";
 import { Snapshot } from "./metadata/snapshot.ts";
 import type { CredentialSource } from "./credentials/source.ts";
@@ -17,11 +17,39 @@ import { VERSION, BUILD_DATE, COMMIT } from "./version.ts";
 import { parseMaintenanceSpec, parsePreemptionSpec, type MaintenanceSpec, type PreemptionSpec } from "./changes/lifecycle.ts";
 
 /** Flags whose capability is not built yet: refusing beats silently serving something else. */
-const NOT_YET: FlagName[] = ["domainsocket", "impersonate", "federate", "usemTLS", "metricsEnabled"];
+const NOT_YET: FlagName[] = ["impersonate", "federate"];
 
 function isSet(flags: Flags, name: FlagName): boolean {
   const v = flags[name];
   return flags.explicit.has(name) && v !== FLAGS[name].default && v !== false && v !== "";
+}
+
+/** Flags that only mean something beside another one. */
+const IGNORED_WITHOUT: Array<[FlagName, "usemTLS" | "metricsEnabled" | "domainsocket"]> = [
+  ["rootCAmTLS", "usemTLS"],
+  ["serverCert", "usemTLS"],
+  ["serverKey", "usemTLS"],
+  ["metricsInterface", "metricsEnabled"],
+  ["metricsPort", "metricsEnabled"],
+  ["metricsPath", "metricsEnabled"],
+  ["domainsocketMode", "domainsocket"],
+];
+
+/** The listeners the flags ask for, or a usage message. */
+function listenerConfig(flags: Flags): ServerConfig | string {
+  const config: ServerConfig = { bindInterface: flags.interface, port: flags.port };
+  if (flags.domainsocket) {
+    if (flags.usemTLS) return "-domainsocket and -usemTLS cannot be combined: the socket serves plain HTTP (as in the Go emulator); drop one";
+    if (!/^0?[0-7]{3}$/.test(flags.domainsocketMode)) return `invalid -domainsocketMode ${JSON.stringify(flags.domainsocketMode)}: use an octal mode such as 0660 or 0666`;
+    config.domainSocket = flags.domainsocket;
+    config.domainSocketMode = parseInt(flags.domainsocketMode, 8);
+  }
+  if (flags.usemTLS) config.tls = { rootCA: flags.rootCAmTLS, serverCert: flags.serverCert, serverKey: flags.serverKey };
+  if (flags.metricsEnabled) {
+    if (!flags.metricsPath.startsWith("/")) return `invalid -metricsPath ${JSON.stringify(flags.metricsPath)}: it must start with /`;
+    config.metrics = { bindInterface: flags.metricsInterface, port: flags.metricsPort, path: flags.metricsPath };
+  }
+  return config;
 }
 
 /** The config's default account e-mail as it will be served (environment overrides applied). */
@@ -76,6 +104,11 @@ export async function main(argv: string[], env: Record<string, string | undefine
       return 2;
     }
   }
+  const listener = listenerConfig(flags);
+  if (typeof listener === "string") {
+    process.stderr.write(`${listener}\n`);
+    return 2;
+  }
   let maintenance: MaintenanceSpec | undefined;
   let preemption: PreemptionSpec | undefined;
   try {
@@ -87,13 +120,19 @@ export async function main(argv: string[], env: Record<string, string | undefine
     return 2;
   }
   const log = createLogger(levelForVerbosity(flags.v));
+  for (const [flag, needs] of IGNORED_WITHOUT) {
+    if (flags.explicit.has(flag) && !flags[needs]) log.warn(`-${flag} is ignored without -${needs}`);
+  }
+  if (flags.domainsocket && (flags.explicit.has("interface") || flags.explicit.has("port"))) {
+    log.warn("-interface and -port are ignored with -domainsocket: the server listens on the unix socket only");
+  }
 
   let server: MetadataServer;
   let base: CredentialSource | undefined;
   try {
     checkTpmFlags(flags, log);
     const options: MetadataServerOptions = {
-      serverConfig: { bindInterface: flags.interface, port: flags.port },
+      serverConfig: listener,
       env,
       requireDefaultAccount: true,
       log,
@@ -112,9 +151,10 @@ export async function main(argv: string[], env: Record<string, string | undefine
     options.credentials = overlayStatic({ accessToken: env.GOOGLE_ACCESS_TOKEN, idToken: env.GOOGLE_ID_TOKEN }, base);
     if (env.GOOGLE_ACCESS_TOKEN || env.GOOGLE_ID_TOKEN) log.info("serving static tokens from GOOGLE_ACCESS_TOKEN / GOOGLE_ID_TOKEN");
     server = new MetadataServer(options);
-    const { url } = await server.start();
-    log.info("metadata server listening", { url, version: VERSION });
-    if (flags.controlAPI) log.info("control API enabled", { url: `${url}/emulator/v1/` });
+    const { url, socketPath } = await server.start();
+    log.info("metadata server listening", socketPath ? { socket: socketPath, version: VERSION } : { url, version: VERSION });
+    if (server.metricsUrl) log.info("metrics listening", { url: `${server.metricsUrl}${flags.metricsPath}`, health: `${server.metricsUrl}/healthz` });
+    if (flags.controlAPI) log.info("control API enabled", socketPath ? { socket: socketPath, path: "/emulator/v1/" } : { url: `${url}/emulator/v1/` });
     if (maintenance) server.simulateMaintenance(maintenance);
     if (preemption) server.simulatePreemption(preemption);
   } catch (e) {

@@ -28,9 +28,18 @@ import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSp
 import { deleteAt, mergeAt, nodeAt, setAt, splitPath, treeToJson } from "./metadata/edit.ts";
 import { carryGuestAttributes } from "./metadata/guest.ts";
 import { createGuestWrites } from "./http/guest.ts";
+import { Metrics, NO_METRICS, fanOut, type MetricsHooks } from "./observability/metrics.ts";
+import { serveMetrics, type MetricsListenOptions } from "./observability/metrics-server.ts";
+import { instrument } from "./observability/requests.ts";
+import { listen, type TlsFiles } from "./http/listen.ts";
+import { UsageError } from "./errors.ts";
+import { VERSION } from "./version.ts";
 import defaultConfigText from "../config.json" with { type: "text" };
 
-export { ConfigError, CredentialError, MetadataError, UsageError } from "./errors.ts";
+export { ConfigError, CredentialError, ListenError, MetadataError, UsageError } from "./errors.ts";
+export type { MetricsHooks } from "./observability/metrics.ts";
+export type { MetricsListenOptions } from "./observability/metrics-server.ts";
+export type { TlsFiles } from "./http/listen.ts";
 export type { Account, CredentialSource, IdTokenRequest, InstanceIdentity, IssuedToken } from "./credentials/source.ts";
 export { EmulatedIssuer } from "./credentials/emulated.ts";
 export { StaticSource } from "./credentials/static.ts";
@@ -48,6 +57,14 @@ export interface ServerConfig {
   bindInterface?: string;
   /** Port: a number, or the Go emulator's ":8080" form; 0 picks a free port (default 8080). */
   port?: number | string;
+  /** Listen only on this unix socket; TCP is off (`-domainsocket`). A stale socket left by a crashed run is removed. */
+  domainSocket?: string;
+  /** Mode of the socket file (default 0o660: owner and group may connect; see docs/serving.md). */
+  domainSocketMode?: number;
+  /** Serve HTTPS on the TCP listener and require a client certificate signed by `rootCA` (`-usemTLS`). */
+  tls?: TlsFiles;
+  /** Serve Prometheus metrics, /healthz and /readyz on their own listener (`-metricsEnabled`). */
+  metrics?: MetricsListenOptions;
 }
 
 export interface MetadataServerOptions {
@@ -87,6 +104,15 @@ function isSource(c: CredentialSource | StaticTokens): c is CredentialSource {
   return typeof (c as CredentialSource).accessToken === "function";
 }
 
+/** Exact paths the app serves beside the metadata tree, labelled as themselves in metrics (http/app.ts, control.ts). */
+const APP_ROUTES = ["/.well-known/openid-configuration", "/oauth2/v3/certs", "/emulator/v1/config", "/emulator/v1/status", "/emulator/v1/lifecycle"];
+/** Control API routes with a path or id in them, and their metrics label. */
+const APP_PREFIXES = [
+  ["/emulator/v1/update/", "/emulator/v1/update/{path}"],
+  ["/emulator/v1/metadata/", "/emulator/v1/metadata/{path}"],
+  ["/emulator/v1/lifecycle/", "/emulator/v1/lifecycle/{event}"],
+] as const;
+
 /** Parse the Go emulator's ":8080" or a number. */
 export function parsePort(port: number | string | undefined): number {
   if (port === undefined) return 8080;
@@ -98,6 +124,8 @@ export function parsePort(port: number | string | undefined): number {
 export class MetadataServer {
   readonly state: ServingState;
   private server: Server<unknown> | undefined;
+  private readonly metricsRecorder: Metrics | undefined;
+  private metricsServer: Server<unknown> | undefined;
   private readonly options: MetadataServerOptions;
   private readonly createdAt = Math.floor(Date.now() / 1000);
   /** Hanging GETs, woken by every swap. */
@@ -113,6 +141,12 @@ export class MetadataServer {
   constructor(options: MetadataServerOptions = {}) {
     this.options = options;
     const env = options.env ?? {};
+    const sc = options.serverConfig ?? {};
+    if (sc.domainSocket && sc.tls) {
+      throw new UsageError("USAGE", "a unix socket (-domainsocket) and mTLS (-usemTLS) cannot be combined: the Go emulator serves plain HTTP on the socket; choose one");
+    }
+    this.metricsRecorder = sc.metrics ? new Metrics({ version: VERSION }) : undefined;
+    const events = fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents);
     const base =
       options.credentials === undefined
         ? new EmulatedIssuer()
@@ -128,11 +162,12 @@ export class MetadataServer {
     this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? 0 });
     this.state = {
       snapshot: tree ? this.compile(tree) : (undefined as unknown as Snapshot),
-      tokens: new TokenCache(source, options.tokenEvents ? { events: options.tokenEvents } : {}),
+      tokens: new TokenCache(source, events ? { events } : {}),
       log: options.log ?? silentLogger,
       legacyHeader: options.legacyHeader ?? true,
-      scheme: "http",
+      scheme: sc.tls ? "https" : "http",
       waits: this.changes,
+      metrics: this.metricsRecorder ?? NO_METRICS,
     };
     this.state.writes = createGuestWrites(this);
     this.lifecycle = new Lifecycle({
@@ -167,7 +202,15 @@ export class MetadataServer {
 
   /** Swap in a new snapshot built from a config document; waiters on changed nodes wake. */
   replaceClaims(claims: object): void {
-    this.loadTree(claimsFromDocument(claims, this.claimsOptions()));
+    let tree: Tree;
+    try {
+      tree = claimsFromDocument(claims, this.claimsOptions());
+    } catch (e) {
+      this.metrics.reloads.failed();
+      throw e;
+    }
+    this.loadTree(tree);
+    this.metrics.reloads.succeeded();
   }
 
   /** The single place a new snapshot goes live: waiters whose watched ETag changed wake. */
@@ -177,6 +220,23 @@ export class MetadataServer {
     // Full ID tokens carry instance and project facts: drop the ones minted from facts that changed.
     if (before && JSON.stringify(before) !== JSON.stringify(next.identity)) this.state.tokens.clear("identity");
     this.changes.publish(next);
+    this.metricsRecorder?.serviceAccount(this.defaultEmail());
+  }
+
+  /** Where wait_for_change and reload code report (no-ops when metrics are off); see observability/metrics.ts. */
+  get metrics(): MetricsHooks {
+    return this.metricsRecorder ?? NO_METRICS;
+  }
+
+  private defaultEmail(): string | undefined {
+    return this.state.snapshot?.accounts.get("default")?.email ?? this.state.tokens.source.describe().email;
+  }
+
+  /** Why the server is not ready (for /readyz), or undefined. */
+  private notReady(): string | undefined {
+    if (!this.state.snapshot) return "no config snapshot loaded yet";
+    if (!this.server) return "the metadata listener is not up";
+    return undefined;
   }
 
   /** A whole new config: replaces control-API changes; the guest's own writes carry over (see metadata/guest.ts). */
@@ -244,11 +304,13 @@ export class MetadataServer {
       this.configText = text;
       this.loadTree(tree);
       this.reloadStats.reloads++;
+      this.metrics.reloads.succeeded();
       this.state.log.info("config reloaded", { file });
       return true;
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
       this.reloadStats.failures++;
+      this.metrics.reloads.failed();
       this.reloadStats.lastError = e.message;
       this.state.log.error(`config reload failed, still serving the last good config: ${e.message}`);
       return false;
@@ -260,33 +322,68 @@ export class MetadataServer {
   }
 
   /** Start listening. Resolves with the bound address; port 0 reports the port picked. */
-  async start(): Promise<{ url: string; host: string; port: number }> {
+  async start(): Promise<{ url: string; host: string; port: number; socketPath?: string }> {
     if (this.server) return this.address();
-    if (!this.state.snapshot) {
-      const file = this.options.configFile!;
-      this.configText = await readConfigText(file);
-      this.fileTree = claimsFromDocument(parseConfigText(this.configText, file), this.claimsOptions());
-      this.state.snapshot = this.compile(this.fileTree);
-    }
-    this.changes.reopen();
-    if (this.options.watchConfig && this.options.configFile && !this.watcher) {
-      this.watcher = new ConfigWatcher(this.options.configFile, (text) => void this.applyConfigText(text), {
-        onError: (e) => this.state.log.warn("config file not readable; keeping the current config", { error: e.message }),
+    const sc = this.options.serverConfig ?? {};
+    const recorder = this.metricsRecorder;
+    // Metrics first, so /readyz answers (not ready) while the config loads.
+    if (recorder && !this.metricsServer) this.metricsServer = serveMetrics(recorder, sc.metrics!, () => this.notReady());
+    try {
+      if (!this.state.snapshot) {
+        const file = this.options.configFile!;
+        this.configText = await readConfigText(file);
+        this.fileTree = claimsFromDocument(parseConfigText(this.configText, file), this.claimsOptions());
+        this.state.snapshot = this.compile(this.fileTree);
+      }
+      recorder?.describeCredentials(this.state.tokens.source.describe(), this.defaultEmail());
+      this.changes.reopen();
+      if (this.options.watchConfig && this.options.configFile && !this.watcher) {
+        this.watcher = new ConfigWatcher(this.options.configFile, (text) => void this.applyConfigText(text), {
+          onError: (e) => this.state.log.warn("config file not readable; keeping the current config", { error: e.message }),
+        });
+        await this.watcher.start(this.configText);
+      }
+      const state = this.state;
+      // Observation wraps the handler only when metrics or per-request logs are on; otherwise nothing is added.
+      const fetch = instrument(createFetch(state, this.options.controlApi ? { control: this } : {}), {
+        snapshot: () => state.snapshot,
+        metrics: recorder,
+        log: state.log,
+        routes: APP_ROUTES,
+        prefixes: APP_PREFIXES,
       });
-      await this.watcher.start(this.configText);
+      this.server = await listen(fetch, {
+        hostname: sc.bindInterface ?? "127.0.0.1",
+        port: parsePort(sc.port),
+        domainSocket: sc.domainSocket,
+        domainSocketMode: sc.domainSocketMode,
+        tls: sc.tls,
+      });
+    } catch (e) {
+      this.watcher?.close();
+      this.watcher = undefined;
+      await this.metricsServer?.stop(true);
+      this.metricsServer = undefined;
+      throw e;
     }
-    const hostname = this.options.serverConfig?.bindInterface ?? "127.0.0.1";
-    const port = parsePort(this.options.serverConfig?.port);
-    // No SO_REUSEPORT: a second server on a taken port must fail, not share it.
-    this.server = Bun.serve({ hostname, port, reusePort: false, development: false, fetch: createFetch(this.state, this.options.controlApi ? { control: this } : {}) });
     return this.address();
   }
 
-  private address(): { url: string; host: string; port: number } {
+  private address(): { url: string; host: string; port: number; socketPath?: string } {
     const s = this.server!;
+    const socketPath = this.options.serverConfig?.domainSocket;
+    if (socketPath) return { url: `http+unix://${encodeURIComponent(socketPath)}`, host: "metadata.google.internal", port: 0, socketPath };
     const hostname = s.hostname ?? "127.0.0.1";
     const host = hostname.includes(":") ? `[${hostname}]:${s.port}` : `${hostname}:${s.port}`;
-    return { url: `http://${host}`, host, port: s.port ?? 0 };
+    return { url: `${this.state.scheme}://${host}`, host, port: s.port ?? 0 };
+  }
+
+  /** Base URL of the metrics listener (`http://127.0.0.1:9000`), when metrics are on and started. */
+  get metricsUrl(): string | undefined {
+    const m = this.metricsServer;
+    if (!m) return undefined;
+    const h = m.hostname ?? "127.0.0.1";
+    return `http://${h.includes(":") ? `[${h}]` : h}:${m.port}`;
   }
 
   get port(): number {
@@ -304,6 +401,7 @@ export class MetadataServer {
 
   /** Point Google's client libraries at this server; returns a function that restores the previous values. */
   applyEnv(target: Record<string, string | undefined> = process.env): () => void {
+    if (this.options.serverConfig?.domainSocket) throw new UsageError("USAGE", "client libraries cannot reach a unix socket through GCE_METADATA_HOST; connect to the socket directly");
     const names = ["GCE_METADATA_HOST", "GCE_METADATA_IP", "GCE_METADATA_ROOT"] as const;
     const saved = names.map((n) => [n, target[n]] as const);
     for (const n of names) target[n] = this.host;
@@ -327,6 +425,9 @@ export class MetadataServer {
       await Promise.race([s.stop(false), Bun.sleep(1000)]);
       await s.stop(true);
     }
+    const m = this.metricsServer;
+    this.metricsServer = undefined;
+    if (m) await m.stop(true);
     await this.state.tokens.source.close?.();
   }
 }

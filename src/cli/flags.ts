@@ -54,6 +54,7 @@ export const FLAGS = {
   vmodule: { kind: "string", default: "", help: "accepted for glog compatibility" },
   log_backtrace_at: { kind: "string", default: "", help: "accepted for glog compatibility" },
   // this program's own
+  domainsocketMode: { kind: "string", default: "0660", help: "file mode of the -domainsocket socket, octal (0660: owner and group may connect)" },
   issuer: { kind: "string", default: "https://accounts.google.com", help: "emulated issuer: iss of the ID tokens it signs" },
   issuerKey: { kind: "string", default: "", help: "emulated issuer: PKCS#8 PEM file for its signing key, created if missing, so tokens verify across restarts" },
   // changing metadata at run time (docs/dynamic.md)

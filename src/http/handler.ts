@@ -9,6 +9,7 @@ import { badRequest, forwarded, guestAttributesDisabled, methodNotAllowed, missi
 import { flag, parseQuery, type Params } from "./query.ts";
 import { redact, type Logger } from "../observability/log.ts";
 import type { Account } from "../credentials/source.ts";
+import type { MetricsHooks } from "../observability/metrics.ts";
 
 /** What the handler reads on every request; `snapshot` is swapped whole on reload. */
 export interface ServingState {
@@ -22,6 +23,8 @@ export interface ServingState {
   waits?: WaitService;
   /** PUT/DELETE under /computeMetadata (guest attributes); undefined for paths it does not serve (then 405). */
   writes?: (req: Request, path: string) => Handled;
+  /** Where waits and reloads are counted (observability/metrics.ts); absent or no-ops without metrics. */
+  metrics?: MetricsHooks;
 }
 
 export interface WaitRequest {
@@ -136,6 +139,8 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     const first = choose(node, params, recursive);
     if (typeof first === "string") return badRequest(first);
     server?.timeout?.(req, 0);
+    const metrics = state.metrics;
+    metrics?.waiting.inc();
     try {
       await waits.wait(
         { path: node.path, recursive: recursive && node.isDir, lastEtag: params.get("last_etag"), timeoutSec, signal: req.signal },
@@ -143,6 +148,8 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
       );
     } catch (e) {
       return plain(503, `${(e as Error).message}\n`);
+    } finally {
+      metrics?.waiting.dec();
     }
     // Answer with whatever is current now; the node may have gone.
     const snapshot = state.snapshot;
