@@ -16,3 +16,6 @@ export class CredentialError extends MetadataError {}
 
 /** A command-line flag or environment variable is wrong. */
 export class UsageError extends MetadataError {}
+
+/** A listener could not start: address or socket in use, a path that is not a socket, unusable TLS files. */
+export class ListenError extends MetadataError {}

@@ -54,8 +54,16 @@ export const FLAGS = {
   vmodule: { kind: "string", default: "", help: "accepted for glog compatibility" },
   log_backtrace_at: { kind: "string", default: "", help: "accepted for glog compatibility" },
   // this program's own
+  domainsocketMode: { kind: "string", default: "0660", help: "file mode of the -domainsocket socket, octal (0660: owner and group may connect)" },
   issuer: { kind: "string", default: "https://accounts.google.com", help: "emulated issuer: iss of the ID tokens it signs" },
   issuerKey: { kind: "string", default: "", help: "emulated issuer: PKCS#8 PEM file for its signing key, created if missing, so tokens verify across restarts" },
+  // changing metadata at run time (docs/dynamic.md)
+  watchConfig: { kind: "bool", default: true, help: "reload -configFile whenever it changes on disk (in place, renamed over, or a Kubernetes ConfigMap); -watchConfig=false to turn off" },
+  controlAPI: { kind: "bool", default: false, help: "serve the control API under /emulator/v1/ on the metadata listener (set, merge, delete metadata; Google's reference emulator's update routes; simulated events)" },
+  maxWaiters: { kind: "int", default: 0, help: "most wait_for_change requests held at once, 503 beyond (0: no limit; the live server reportedly allows 500)" },
+  simulateMaintenance: { kind: "string", default: "", help: "schedule a host maintenance event: \"in=30s,type=MIGRATE,duration=60s\" (type MIGRATE or TERMINATE; or at=<RFC 3339 time> instead of in=)" },
+  simulatePreemption: { kind: "string", default: "", help: "schedule a preemption: \"in=2m\" or \"at=<RFC 3339 time>\", optionally grace=30s (shutdown-details/max-duration)" },
+  tokenURL: { kind: "string", default: "https://oauth2.googleapis.com/token", help: "-tpm: OAuth2 token endpoint for -useOauthToken and ID tokens, and the aud of the assertions (this program's addition)" },
 } as const satisfies Record<string, FlagSpec>;
 
 export type FlagName = keyof typeof FLAGS;

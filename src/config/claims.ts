@@ -32,9 +32,13 @@ export function parseConfigText(text: string, source = "config"): JsonValue {
 
 /** Read and parse a config file. */
 export async function readConfigFile(path: string): Promise<JsonValue> {
-  let text: string;
+  return parseConfigText(await readConfigText(path), path);
+}
+
+/** Read a config file's text; an unreadable file is a ConfigError that says why. */
+export async function readConfigText(path: string): Promise<string> {
   try {
-    text = await Bun.file(path).text();
+    return await Bun.file(path).text();
   } catch (e) {
     const code = (e as { code?: string }).code;
     const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : String((e as Error).message);
@@ -42,7 +46,6 @@ export async function readConfigFile(path: string): Promise<JsonValue> {
       cause: e,
     });
   }
-  return parseConfigText(text, path);
 }
 
 /** The config document's `computeMetadata.v1` object, from a whole document or from the v1 object itself. */

@@ -109,12 +109,10 @@ export class ServiceAccountKeySource implements CredentialSource {
   async accessToken(req: AccessTokenRequest): Promise<IssuedToken> {
     const client = await this.client(req.scopes);
     try {
-      // The JWT client caches until its own refresh margin; force a fresh token since our cache asked for one.
-      client.credentials = {};
-      const { token } = await client.getAccessToken();
-      if (!token) throw new Error("the token endpoint returned no access_token");
-      const expiry = client.credentials.expiry_date ?? Date.now() + 3600_000;
-      return { token, expiresAt: expiry };
+      // authorize() always goes to the token endpoint; our cache decides when a new token is due.
+      const creds = await client.authorize();
+      if (!creds.access_token) throw new Error("the token endpoint returned no access_token");
+      return { token: creds.access_token, expiresAt: creds.expiry_date ?? Date.now() + 3600_000 };
     } catch (e) {
       throw new CredentialError("TOKEN_EXCHANGE_FAILED", `token endpoint refused the key of ${this.key.client_email}: ${errorText(e)}`, { cause: e });
     }

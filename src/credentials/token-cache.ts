@@ -89,9 +89,11 @@ export class TokenCache {
     return this.get(key, "identity", () => this.source.idToken(request));
   }
 
-  /** Forget every cached token (after a credential or identity change). */
-  clear(): void {
-    this.slots.clear();
+  /** Forget cached tokens: all of them, or one kind (identity tokens after the instance's facts change). */
+  clear(kind?: "access" | "identity"): void {
+    if (!kind) return this.slots.clear();
+    const prefix = kind === "access" ? "a\u0000" : "i\u0000";
+    for (const key of this.slots.keys()) if (key.startsWith(prefix)) this.slots.delete(key);
   }
 
   get size(): number {

@@ -1,11 +1,17 @@
 /**
- * The Elysia app: the metadata guard runs first on every request and answers everything under /computeMetadata
- * (and /) from the snapshot; the routes below serve what lives beside the tree on the same listener.
+ * What the listener runs: the metadata guard first on every request, answering everything under /computeMetadata
+ * (and /) from the snapshot; the Elysia app behind it serves what lives beside the tree on the same listener.
  */
 import { Elysia } from "elysia";
-import { createMetadataHandler, type ServingState } from "./handler.ts";
+import { createMetadataHandler, type ServerHooks, type ServingState } from "./handler.ts";
 import { notFound, plain } from "./pages.ts";
 import { BASE_HEADERS, JSON_TYPE } from "../metadata/snapshot.ts";
+import { controlRoutes, type ControlTarget } from "./control.ts";
+
+export interface AppOptions {
+  /** Serve the control API under /emulator/v1/ (see control.ts). */
+  control?: ControlTarget;
+}
 
 const JSON_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": JSON_TYPE } };
 
@@ -16,12 +22,17 @@ function pathAndQuery(url: string): string {
   return slash < 0 ? "/" : url.slice(slash);
 }
 
-export function createApp(state: ServingState) {
+/** The listener's fetch handler: the guard, then the app's routes. */
+export function createFetch(state: ServingState, options: AppOptions = {}): (req: Request, server: ServerHooks) => Response | Promise<Response> {
   const guard = createMetadataHandler(state);
+  const app = createApp(state, options);
+  return (req, server) => guard(req, server) ?? app.handle(req);
+}
+
+/** Routes beside the metadata tree. */
+export function createApp(state: ServingState, options: AppOptions = {}) {
   return (
     new Elysia({ strictPath: true })
-      // Elysia passes the Bun server, which the guard needs to lift the idle timeout of hanging GETs.
-      .onRequest(({ request, server }) => guard(request, server ?? undefined))
       // OpenID discovery for the issuer that signs ID tokens here (emulated issuer), so apps verify them offline.
       .get("/.well-known/openid-configuration", ({ request }) => {
         const openid = state.tokens.source.openid;
@@ -47,6 +58,7 @@ export function createApp(state: ServingState) {
           return plain(500, `signing keys unavailable: ${(e as Error).message}\n`);
         }
       })
+      .use(options.control ? controlRoutes(options.control, state.log) : new Elysia({ name: "control-api-off" }))
       .onError(({ code, request, error }) => {
         if (code === "NOT_FOUND") return notFound(pathAndQuery(request.url));
         state.log.error("request failed", { path: pathAndQuery(request.url), error });

@@ -3,12 +3,13 @@
  * query parameters, and the cached bytes of the chosen representation. Token and identity requests go to the
  * token cache. Requests outside the metadata tree return undefined and fall through to the app's other routes.
  */
-import { MetaNode, Redirect, type Rendering, type Snapshot, BASE_HEADERS, JSON_TYPE, TEXT } from "../metadata/snapshot.ts";
+import { MetaNode, Redirect, type Rendering, type Snapshot, BASE_HEADERS, GUEST_ATTRIBUTES, JSON_TYPE, TEXT } from "../metadata/snapshot.ts";
 import { CachedToken, type TokenCache } from "../credentials/token-cache.ts";
-import { badRequest, forwarded, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
+import { badRequest, forwarded, guestAttributesDisabled, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
 import { flag, parseQuery, type Params } from "./query.ts";
 import { redact, type Logger } from "../observability/log.ts";
 import type { Account } from "../credentials/source.ts";
+import type { MetricsHooks } from "../observability/metrics.ts";
 
 /** What the handler reads on every request; `snapshot` is swapped whole on reload. */
 export interface ServingState {
@@ -20,6 +21,10 @@ export interface ServingState {
   scheme: "http" | "https";
   /** Hanging GETs; absent until wired. */
   waits?: WaitService;
+  /** PUT/DELETE under /computeMetadata (guest attributes); undefined for paths it does not serve (then 405). */
+  writes?: (req: Request, path: string) => Handled;
+  /** Where waits and reloads are counted (observability/metrics.ts); absent or no-ops without metrics. */
+  metrics?: MetricsHooks;
 }
 
 export interface WaitRequest {
@@ -32,7 +37,10 @@ export interface WaitRequest {
 }
 
 export interface WaitService {
-  /** Resolves when the node's ETag differs from `lastEtag` (or from the current one), on timeout, or on abort. */
+  /**
+   * Resolves when the node's ETag differs from `lastEtag` (or from the current one), on timeout, or on abort.
+   * Rejects (answered 503) when the service refuses to hold another request.
+   */
   wait(req: WaitRequest, currentEtag: string): Promise<void>;
 }
 
@@ -41,8 +49,8 @@ export interface ServerHooks {
   timeout?(request: Request, seconds: number): void;
 }
 
-const TOKEN_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": JSON_TYPE } };
-const IDENTITY_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": TEXT } };
+const TOKEN_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": JSON_TYPE }) };
+const IDENTITY_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": TEXT }) };
 const FORBIDDEN_IN_PATH = /%(?:21|24|27|28|29|2a|2c|40)/i;
 const DEFAULT_HOST = "metadata.google.internal";
 
@@ -131,13 +139,23 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     const first = choose(node, params, recursive);
     if (typeof first === "string") return badRequest(first);
     server?.timeout?.(req, 0);
-    await waits.wait(
-      { path: node.path, recursive: recursive && node.isDir, lastEtag: params.get("last_etag"), timeoutSec, signal: req.signal },
-      first.etag,
-    );
+    const metrics = state.metrics;
+    metrics?.waiting.inc();
+    try {
+      await waits.wait(
+        { path: node.path, recursive: recursive && node.isDir, lastEtag: params.get("last_etag"), timeoutSec, signal: req.signal },
+        first.etag,
+      );
+    } catch (e) {
+      return plain(503, `${(e as Error).message}\n`);
+    } finally {
+      metrics?.waiting.dec();
+    }
     // Answer with whatever is current now; the node may have gone.
-    const now = state.snapshot.lookup(node.path);
-    if (!(now instanceof MetaNode)) return notFound(node.path);
+    const snapshot = state.snapshot;
+    const now = snapshot.lookup(node.path);
+    if (!(now instanceof MetaNode)) return absent(snapshot, node.path);
+    if (now.kind === "disabled") return guestAttributesDisabled();
     const r = choose(now, params, recursive);
     return typeof r === "string" ? badRequest(r) : respond(r);
   }
@@ -173,13 +191,13 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
       const legacy = state.legacyHeader && headers.get("x-google-metadata-request")?.toLowerCase() === "true";
       if (!legacy) return missingFlavor(q < 0 ? path : `${path}?${query}`);
     }
-    if (!readOnly) return methodNotAllowed(method, path, "GET, HEAD");
+    if (!readOnly) return state.writes?.(req, path) ?? methodNotAllowed(method, path, "GET, HEAD");
 
     let entry = snapshot.lookup(path);
     if (entry === undefined) {
       const normal = normalise(path);
       if (normal !== undefined && normal !== path) entry = snapshot.lookup(normal);
-      if (entry === undefined) return notFound(q < 0 ? path : `${path}?${query}`);
+      if (entry === undefined) return absent(snapshot, normal ?? path, q < 0 ? path : `${path}?${query}`);
     }
     if (entry instanceof Redirect) {
       return redirect(entry.target, query, headers.get("host") || DEFAULT_HOST, state.scheme);
@@ -196,9 +214,16 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
       const r = choose(node, params, recursive);
       return typeof r === "string" ? badRequest(r) : respond(r);
     }
+    if (node.kind === "disabled") return guestAttributesDisabled();
     const params = q < 0 || query === "" ? undefined : parseQuery(query);
     return node.kind === "token" ? token(node, params) : identity(node, params, snapshot);
   };
+}
+
+/** A path with no node: 404, or 403 under guest attributes while they are disabled. */
+function absent(snapshot: Snapshot, path: string, shown = path): Response {
+  if (!snapshot.guestAttributes && path.startsWith(GUEST_ATTRIBUTES)) return guestAttributesDisabled();
+  return notFound(shown);
 }
 
 /** Collapse `//` and decode percent-escapes; undefined for the escapes the real server rejects in paths. */

@@ -92,6 +92,11 @@ export function plain(status: number, body: string, contentType = "text/plain; c
   return new Response(body, { status, headers: { ...BASE_HEADERS, "Content-Type": contentType } });
 }
 
+/** 403 for any guest-attribute request while `enable-guest-attributes` is not TRUE (text as captured on a VM). */
+export function guestAttributesDisabled(): Response {
+  return plain(403, "Guest attributes endpoint access is disabled.");
+}
+
 /** 301 to the directory's slashed path; `Location` absolute from the request's Host, query kept after the slash. */
 export function redirect(target: string, query: string, host: string, scheme: string): Response {
   return new Response(`${target}\n`, {

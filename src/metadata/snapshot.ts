@@ -7,6 +7,8 @@ import type { Tree, TreeEntry } from "./tree.ts";
 import { etagOf } from "./etag.ts";
 
 export const V1 = "/computeMetadata/v1/";
+/** Guest attributes: served only when `enable-guest-attributes` is TRUE (instance attribute first, then project). */
+export const GUEST_ATTRIBUTES = `${V1}instance/guest-attributes/`;
 
 /** Headers every response carries, as on the real server. */
 export const BASE_HEADERS = {
@@ -29,11 +31,13 @@ export class Rendering {
   ) {
     const headers: Record<string, string> = { ...BASE_HEADERS, "Content-Type": contentType };
     if (etag) headers.ETag = etag;
-    this.init = { headers };
+    // A Headers instance, not a plain object: Bun copies it into each Response far more cheaply.
+    this.init = { headers: new Headers(headers) };
   }
 }
 
-export type NodeKind = "dir" | "leaf" | "token" | "identity";
+/** `disabled`: the guest-attributes directory while the feature is off; every read under it is refused. */
+export type NodeKind = "dir" | "leaf" | "token" | "identity" | "disabled";
 
 /** What recursive JSON and listings need to know about a child. */
 interface Child {
@@ -140,12 +144,15 @@ export class Snapshot {
   readonly accounts = new Map<string, Account>();
   readonly identity: InstanceIdentity;
   readonly root: MetaNode;
+  /** Whether `instance/guest-attributes/` is served; when off it lists as an empty directory and reads are refused. */
+  readonly guestAttributes: boolean;
 
   constructor(
     readonly tree: Tree,
     options: SnapshotOptions = {},
   ) {
     if (tree.k !== "dir") throw new TypeError("the v1 tree must be a directory");
+    this.guestAttributes = guestAttributesEnabled(tree);
     const top = new MetaNode("/", "dir", undefined);
     const cm = new MetaNode("/computeMetadata/", "dir", undefined);
     this.root = this.compile(tree, V1);
@@ -179,6 +186,14 @@ export class Snapshot {
   }
 
   private compile(t: Tree, path: string): MetaNode {
+    if (path === GUEST_ATTRIBUTES && !this.guestAttributes) {
+      // Listed, and `{}` in recursive JSON, as on a VM without the feature; the path itself is refused.
+      const shown = new MetaNode(path, "dir", { k: "dir", fixed: false, entries: [] });
+      this.finishDir(shown);
+      this.entries.set(path, new MetaNode(path, "disabled", undefined));
+      this.entries.set(path.slice(0, -1), new Redirect(path));
+      return shown;
+    }
     if (t.k === "dir" || t.k === "list") {
       const node = new MetaNode(path, "dir", t);
       this.entries.set(path, node);
@@ -276,6 +291,20 @@ export class Snapshot {
       licenseIds: licenses ? licenses.children.map((c) => childText(c.node, "id")).filter((x): x is string => !!x) : [],
     };
   }
+}
+
+const ON = /^(true|t|1|y|yes)$/i;
+
+/** `enable-guest-attributes` of the instance attributes, else of the project attributes. */
+export function guestAttributesEnabled(v1: Tree): boolean {
+  const attr = (scope: string): string | undefined => {
+    const dir = v1.k === "dir" ? v1.entries.find((e) => e.name === scope)?.node : undefined;
+    const attrs = dir?.k === "dir" ? dir.entries.find((e) => e.name === "attributes")?.node : undefined;
+    const v = attrs?.k === "dir" ? attrs.entries.find((e) => e.name === "enable-guest-attributes")?.node : undefined;
+    return v?.k === "scalar" ? v.text.trim() : undefined;
+  };
+  const value = attr("instance") ?? attr("project");
+  return value !== undefined && ON.test(value);
 }
 
 function addChild(parent: MetaNode, name: string, jsonKey: string, node: MetaNode): Child {

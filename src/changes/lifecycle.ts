@@ -1,0 +1,289 @@
+/**
+ * Simulated platform events, so apps that watch `maintenance-event`, `preempted` and `upcoming-maintenance` with
+ * `wait_for_change` can be tested. Each transition is one snapshot swap, so every waiter sees each step.
+ *
+ * Host maintenance (`type` MIGRATE or TERMINATE):
+ *   scheduling  → `instance/upcoming-maintenance` = {type:"SCHEDULED", maintenance_status:"PENDING", window times…}
+ *   start       → `instance/maintenance-event` = MIGRATE_ON_HOST_MAINTENANCE | TERMINATE_ON_HOST_MAINTENANCE,
+ *                 `upcoming-maintenance.maintenance_status` = "ONGOING"
+ *   start+duration → `maintenance-event` = NONE, `upcoming-maintenance` back to what it was before (absent: removed)
+ * Preemption:
+ *   at the time → `instance/preempted` = TRUE and `instance/shutdown-details/` filled in
+ *                 (`stop-state` PENDING_STOP, `target-state` TERMINATED or DELETED, `request-timestamp`, `max-duration`)
+ *
+ * @example
+ * const lc = new Lifecycle(host);
+ * lc.scheduleMaintenance(parseMaintenanceSpec("in=30s,type=MIGRATE,duration=60s"));
+ */
+import { UsageError } from "../errors.ts";
+import { fromPlain, type JsonValue } from "../config/json.ts";
+import type { Tree } from "../metadata/tree.ts";
+import { nodeAt, putTree, setAt, treeToValue } from "../metadata/edit.ts";
+import type { Logger } from "../observability/log.ts";
+
+export type MaintenanceType = "MIGRATE" | "TERMINATE";
+
+export interface MaintenanceSpec {
+  type: MaintenanceType;
+  /** Milliseconds from now until `maintenance-event` changes (default 0); or `at`. */
+  inMs?: number;
+  /** Wall-clock time the event starts. */
+  at?: Date;
+  /** Milliseconds the event lasts before `maintenance-event` goes back to NONE (default 60 s). */
+  durationMs?: number;
+}
+
+export interface PreemptionSpec {
+  inMs?: number;
+  at?: Date;
+  /** Seconds reported as `shutdown-details/max-duration` (the shutdown grace; default 30). */
+  graceSec?: number;
+}
+
+export interface LifecycleEvent {
+  id: string;
+  kind: "maintenance" | "preemption";
+  type?: MaintenanceType;
+  state: "scheduled" | "ongoing" | "done" | "cancelled";
+  startsAt: string;
+  endsAt?: string;
+}
+
+export interface LifecycleHost {
+  tree(): Tree;
+  /** Apply a platform edit and swap in the new snapshot. */
+  edit(fn: (tree: Tree) => Tree): void;
+  log: Logger;
+}
+
+/** Go's time.ParseDuration subset: `300ms`, `30s`, `2m`, `1h30m`, `1.5h`; a bare number is seconds. */
+export function parseDuration(s: string): number {
+  const text = s.trim();
+  if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
+  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  let total = 0;
+  let rest = text;
+  const part = /^(\d+(?:\.\d+)?)(ms|s|m|h)/;
+  if (rest === "") throw new UsageError("USAGE", `invalid duration ${JSON.stringify(s)}: use 30s, 2m, 1h30m or 500ms`);
+  while (rest !== "") {
+    const m = part.exec(rest);
+    if (!m) throw new UsageError("USAGE", `invalid duration ${JSON.stringify(s)}: use 30s, 2m, 1h30m or 500ms`);
+    total += Number(m[1]) * unit[m[2]!]!;
+    rest = rest.slice(m[0].length);
+  }
+  return Math.round(total);
+}
+
+function parseTime(s: string): Date {
+  const d = new Date(s);
+  if (Number.isNaN(d.getTime())) throw new UsageError("USAGE", `invalid time ${JSON.stringify(s)}: use RFC 3339, e.g. 2030-01-02T15:04:05Z`);
+  return d;
+}
+
+/** `key=value,key=value` into a map; unknown keys are refused. */
+function fields(spec: string, allowed: readonly string[], what: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of spec.split(",")) {
+    if (part.trim() === "") continue;
+    const eq = part.indexOf("=");
+    const key = (eq < 0 ? part : part.slice(0, eq)).trim();
+    if (!allowed.includes(key)) {
+      throw new UsageError("USAGE", `${what}: unknown field ${JSON.stringify(key)} in ${JSON.stringify(spec)}; fields: ${allowed.join(", ")}`);
+    }
+    out.set(key, eq < 0 ? "" : part.slice(eq + 1).trim());
+  }
+  return out;
+}
+
+function maintenanceType(v: string | undefined): MaintenanceType {
+  const t = (v || "MIGRATE").toUpperCase();
+  if (t === "MIGRATE" || t === "MIGRATE_ON_HOST_MAINTENANCE") return "MIGRATE";
+  if (t === "TERMINATE" || t === "TERMINATE_ON_HOST_MAINTENANCE") return "TERMINATE";
+  throw new UsageError("USAGE", `maintenance type ${JSON.stringify(v)}: use MIGRATE or TERMINATE`);
+}
+
+/** `in=30s,type=MIGRATE,duration=60s` or `at=2030-01-02T15:04:05Z,type=TERMINATE,duration=2m`. */
+export function parseMaintenanceSpec(spec: string): MaintenanceSpec {
+  const f = fields(spec, ["in", "at", "type", "duration"], "-simulateMaintenance");
+  return maintenanceFrom(Object.fromEntries(f));
+}
+
+/** `in=2m` or `at=2030-01-02T15:04:05Z`, optionally `grace=30s`. */
+export function parsePreemptionSpec(spec: string): PreemptionSpec {
+  const f = fields(spec, ["in", "at", "grace"], "-simulatePreemption");
+  return preemptionFrom(Object.fromEntries(f));
+}
+
+/** The same fields from a control-API JSON body (strings, or numbers of seconds). */
+export function maintenanceFrom(o: Record<string, unknown>): MaintenanceSpec {
+  const spec: MaintenanceSpec = { type: maintenanceType(str(o.type)) };
+  applyWhen(spec, o);
+  if (o.duration !== undefined) spec.durationMs = parseDuration(String(o.duration));
+  return spec;
+}
+
+export function preemptionFrom(o: Record<string, unknown>): PreemptionSpec {
+  const spec: PreemptionSpec = {};
+  applyWhen(spec, o);
+  if (o.grace !== undefined) spec.graceSec = Math.round(parseDuration(String(o.grace)) / 1000);
+  return spec;
+}
+
+const str = (v: unknown): string | undefined => (v === undefined || v === null ? undefined : String(v));
+
+function applyWhen(spec: { inMs?: number; at?: Date }, o: Record<string, unknown>): void {
+  if (o.in !== undefined && o.at !== undefined) throw new UsageError("USAGE", "give either in= or at=, not both");
+  if (o.in !== undefined) spec.inMs = parseDuration(String(o.in));
+  if (o.at !== undefined) spec.at = parseTime(String(o.at));
+}
+
+/** setTimeout caps delays at about 24.8 days; longer ones are re-armed. */
+const MAX_DELAY = 2 ** 31 - 1;
+
+interface Scheduled {
+  event: LifecycleEvent;
+  timers: Set<ReturnType<typeof setTimeout>>;
+  /** What `upcoming-maintenance` held before this event touched it. */
+  previousUpcoming?: JsonValue | undefined;
+  touchedUpcoming?: boolean;
+}
+
+export class Lifecycle {
+  private readonly events = new Map<string, Scheduled>();
+  private seq = 0;
+
+  constructor(private readonly host: LifecycleHost) {}
+
+  /** Events not yet finished or cancelled, and the finished ones, oldest first. */
+  list(): LifecycleEvent[] {
+    return [...this.events.values()].map((s) => ({ ...s.event }));
+  }
+
+  scheduleMaintenance(spec: MaintenanceSpec): LifecycleEvent {
+    const start = this.startTime(spec);
+    const end = start + (spec.durationMs ?? 60_000);
+    const s: Scheduled = {
+      event: {
+        id: this.nextId("maintenance"),
+        kind: "maintenance",
+        type: spec.type,
+        state: "scheduled",
+        startsAt: new Date(start).toISOString(),
+        endsAt: new Date(end).toISOString(),
+      },
+      timers: new Set(),
+    };
+    this.events.set(s.event.id, s);
+    const notice = (status: "PENDING" | "ONGOING") => ({
+      can_reschedule: false,
+      latest_window_start_time: s.event.startsAt,
+      maintenance_status: status,
+      type: "SCHEDULED",
+      window_end_time: s.event.endsAt,
+      window_start_time: s.event.startsAt,
+    });
+    this.host.edit((t) => {
+      const old = nodeAt(t, ["instance", "upcoming-maintenance"]);
+      s.previousUpcoming = old ? treeToValue(old) : undefined;
+      s.touchedUpcoming = true;
+      return setAt(t, "instance/upcoming-maintenance", fromPlain(notice("PENDING")), { platform: true });
+    });
+    this.at(s, start, () => {
+      s.event.state = "ongoing";
+      const value = spec.type === "MIGRATE" ? "MIGRATE_ON_HOST_MAINTENANCE" : "TERMINATE_ON_HOST_MAINTENANCE";
+      this.host.log.info("simulated host maintenance begins", { id: s.event.id, event: value, until: s.event.endsAt });
+      this.host.edit((t) => {
+        const next = setAt(t, "instance/maintenance-event", value, { platform: true });
+        return setAt(next, "instance/upcoming-maintenance", fromPlain(notice("ONGOING")), { platform: true });
+      });
+      this.at(s, end, () => this.endMaintenance(s));
+    });
+    this.host.log.info("simulated host maintenance scheduled", { id: s.event.id, type: spec.type, start: s.event.startsAt });
+    return { ...s.event };
+  }
+
+  schedulePreemption(spec: PreemptionSpec): LifecycleEvent {
+    const start = this.startTime(spec);
+    const s: Scheduled = {
+      event: { id: this.nextId("preemption"), kind: "preemption", state: "scheduled", startsAt: new Date(start).toISOString() },
+      timers: new Set(),
+    };
+    this.events.set(s.event.id, s);
+    this.at(s, start, () => {
+      s.event.state = "done";
+      this.host.log.info("simulated preemption", { id: s.event.id });
+      this.host.edit((t) => {
+        const action = nodeAt(t, ["instance", "scheduling", "instance-termination-action"]);
+        const details = {
+          maxDuration: spec.graceSec ?? 30,
+          requestTimestamp: new Date().toISOString(),
+          stopState: "PENDING_STOP",
+          targetState: action?.k === "scalar" && action.text.toUpperCase() === "DELETE" ? "DELETED" : "TERMINATED",
+        };
+        const next = setAt(t, "instance/preempted", "TRUE", { platform: true });
+        return setAt(next, "instance/shutdown-details", fromPlain(details), { platform: true });
+      });
+    });
+    this.host.log.info("simulated preemption scheduled", { id: s.event.id, at: s.event.startsAt });
+    return { ...s.event };
+  }
+
+  /** Cancel a scheduled or ongoing event: pending steps are dropped, an ongoing maintenance ends now. */
+  cancel(id: string): LifecycleEvent | undefined {
+    const s = this.events.get(id);
+    if (!s || s.event.state === "done" || s.event.state === "cancelled") return undefined;
+    for (const t of s.timers) clearTimeout(t);
+    s.timers.clear();
+    if (s.event.kind === "maintenance") this.endMaintenance(s);
+    s.event.state = "cancelled";
+    return { ...s.event };
+  }
+
+  /** Drop every pending timer (server stop). */
+  close(): void {
+    for (const s of this.events.values()) {
+      for (const t of s.timers) clearTimeout(t);
+      s.timers.clear();
+    }
+  }
+
+  private endMaintenance(s: Scheduled): void {
+    s.event.state = "done";
+    this.host.log.info("simulated host maintenance ends", { id: s.event.id });
+    this.host.edit((t) => {
+      let next = nodeAt(t, ["instance", "maintenance-event"]) ? setAt(t, "instance/maintenance-event", "NONE", { platform: true }) : t;
+      if (s.touchedUpcoming) {
+        next =
+          s.previousUpcoming === undefined
+            ? nodeAt(next, ["instance", "upcoming-maintenance"])
+              ? putTree(next, "instance/upcoming-maintenance", undefined)
+              : next
+            : setAt(next, "instance/upcoming-maintenance", s.previousUpcoming, { platform: true });
+      }
+      return next;
+    });
+  }
+
+  private startTime(spec: { inMs?: number; at?: Date }): number {
+    if (spec.at) return spec.at.getTime();
+    return Date.now() + Math.max(0, spec.inMs ?? 0);
+  }
+
+  private nextId(kind: string): string {
+    return `${kind}-${++this.seq}`;
+  }
+
+  /** Run `fn` at wall-clock time `when` (ms), immediately if it has passed. */
+  private at(s: Scheduled, when: number, fn: () => void): void {
+    const delay = Math.max(0, when - Date.now());
+    const timer = setTimeout(
+      () => {
+        s.timers.delete(timer);
+        if (delay > MAX_DELAY) this.at(s, when, fn);
+        else fn();
+      },
+      Math.min(delay, MAX_DELAY),
+    );
+    s.timers.add(timer);
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * The metadata listener's transport: TCP (default), a unix socket only (`-domainsocket`), or HTTPS that requires a
+ * client certificate signed by a given root (`-usemTLS`). What can be checked before binding is checked here, and
+ * every failure is a ListenError that names the file or path and says what to do.
+ *
+ * @example
+ * const tls = await loadTls({ rootCA: "certs/root.crt", serverCert: "certs/server.crt", serverKey: "certs/server.key" });
+ * Bun.serve({ port: 8443, tls: { ...tls, requestCert: true, rejectUnauthorized: true }, fetch });
+ */
+import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
+import { chmodSync, lstatSync, unlinkSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { createConnection } from "node:net";
+import type { Server } from "bun";
+import { ListenError } from "../errors.ts";
+
+/** Files of an mTLS listener, as the Go emulator's `-rootCAmTLS`, `-serverCert`, `-serverKey` name them. */
+export interface TlsFiles {
+  /** CA (PEM, one or more certificates) that client certificates must chain to. */
+  rootCA: string;
+  /** Server certificate (PEM); its chain may follow it in the same file. */
+  serverCert: string;
+  /** Server private key (PEM, unencrypted). */
+  serverKey: string;
+}
+
+/** PEM texts ready for Bun.serve's `tls`. */
+export interface TlsMaterial {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/**
+ * Socket file mode: owner and group may connect (connecting needs write permission on the socket), others not.
+ * Clients in the same container or running as the same user connect; to share across users, run the server with a
+ * group the clients belong to, or choose 0666 where every local user may have the VM's tokens.
+ */
+export const DEFAULT_SOCKET_MODE = 0o660;
+
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+async function readPem(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "it is a directory" : (e as Error).message;
+    throw new ListenError("TLS_FILE_UNREADABLE", `cannot read the ${what} ${path}: ${why}`, { cause: e });
+  }
+}
+
+function certificates(pem: string, path: string, what: string): X509Certificate[] {
+  const blocks = pem.match(PEM_CERT) ?? [];
+  if (blocks.length === 0) throw new ListenError("TLS_FILE_INVALID", `the ${what} ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  return blocks.map((b, i) => {
+    try {
+      return new X509Certificate(b);
+    } catch (e) {
+      throw new ListenError("TLS_FILE_INVALID", `the ${what} ${path}: certificate ${i + 1} does not parse (${(e as Error).message})`, { cause: e });
+    }
+  });
+}
+
+/** Read and check the three files: each readable and parseable, and the server key belonging to the certificate. */
+export async function loadTls(files: TlsFiles): Promise<TlsMaterial> {
+  const [ca, cert, key] = await Promise.all([
+    readPem(files.rootCA, "client CA certificate (-rootCAmTLS)"),
+    readPem(files.serverCert, "server certificate (-serverCert)"),
+    readPem(files.serverKey, "server key (-serverKey)"),
+  ]);
+  certificates(ca, files.rootCA, "client CA certificate (-rootCAmTLS)");
+  const leaf = certificates(cert, files.serverCert, "server certificate (-serverCert)")[0]!;
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (e) {
+    throw new ListenError(
+      "TLS_FILE_INVALID",
+      `the server key (-serverKey) ${files.serverKey} is not an unencrypted PEM private key (${(e as Error).message})`,
+      { cause: e },
+    );
+  }
+  if (!leaf.checkPrivateKey(privateKey)) {
+    throw new ListenError(
+      "TLS_KEY_MISMATCH",
+      `the server key ${files.serverKey} does not belong to the server certificate ${files.serverCert} (${leaf.subject.replace(/\n/g, ", ")}); pass the key the certificate was issued for`,
+    );
+  }
+  return { ca, cert, key };
+}
+
+/** Resolves true when something accepts connections on the socket, false when the file is a dead socket. */
+function answers(path: string, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection({ path });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      resolve(true); // a listener too busy to accept is still a listener
+    }, timeoutMs);
+    sock.once("connect", () => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once("error", (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      if (e.code === "ECONNREFUSED" || e.code === "ENOENT") resolve(false);
+      else reject(e);
+    });
+  });
+}
+
+/**
+ * Make `path` free for a new socket: nothing there is fine; a socket nobody answers on (left by a crashed run) is
+ * removed; anything else — a regular file, a directory, a socket another server answers on — is refused.
+ */
+export async function prepareSocket(path: string): Promise<void> {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw new ListenError("SOCKET_PATH", `cannot use ${path} for the unix socket: ${(e as Error).message}`, { cause: e });
+  }
+  if (!st.isSocket()) {
+    const kind = st.isDirectory() ? "a directory" : st.isFile() ? "a regular file" : st.isSymbolicLink() ? "a symbolic link" : "not a socket";
+    throw new ListenError("SOCKET_PATH", `${path} exists and is ${kind}, not a socket; refusing to remove it. Choose another -domainsocket path or remove it yourself`);
+  }
+  let live: boolean;
+  try {
+    live = await answers(path);
+  } catch (e) {
+    throw new ListenError("SOCKET_PATH", `cannot tell whether a server listens on ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  if (live) throw new ListenError("SOCKET_IN_USE", `another server is listening on ${path}; stop it or choose another -domainsocket path`);
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    throw new ListenError("SOCKET_PATH", `cannot remove the stale socket ${path}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/**
+ * Bind a unix socket with `bind` and give it `mode`. The socket is created owner-only (umask 0177 for the
+ * synchronous bind) and then widened, so no client ever sees a wider mode than asked for.
+ */
+export function bindSocket<T>(path: string, mode: number, bind: () => T): T {
+  const old = process.umask(0o177);
+  let bound: T;
+  try {
+    bound = bind();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ListenError("SOCKET_BIND", `cannot listen on the unix socket ${path}: ${code ?? (e as Error).message}`, { cause: e });
+  } finally {
+    process.umask(old);
+  }
+  chmodSync(path, mode);
+  return bound;
+}
+
+export interface ListenOptions {
+  hostname: string;
+  port: number;
+  domainSocket?: string;
+  domainSocketMode?: number;
+  tls?: TlsFiles;
+}
+
+type Fetch = (req: Request, server: Server<unknown>) => Response | Promise<Response>;
+
+/**
+ * Serve `fetch` on a unix socket, HTTPS with required client certificates, or plain TCP. No SO_REUSEPORT: a second
+ * server on a taken port must fail, not share it.
+ */
+export async function listen(fetch: Fetch, options: ListenOptions): Promise<Server<unknown>> {
+  const { domainSocket } = options;
+  if (domainSocket) {
+    await prepareSocket(domainSocket);
+    return bindSocket(domainSocket, options.domainSocketMode ?? DEFAULT_SOCKET_MODE, () => Bun.serve({ unix: domainSocket, development: false, fetch }));
+  }
+  const tls = options.tls ? await loadTls(options.tls) : undefined;
+  return Bun.serve({
+    hostname: options.hostname,
+    port: options.port,
+    reusePort: false,
+    development: false,
+    ...(tls ? { tls: { ...tls, requestCert: true, rejectUnauthorized: true } } : {}),
+    fetch,
+  });
+}

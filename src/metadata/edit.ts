@@ -1,0 +1,371 @@
+/**
+ * Changes to the metadata tree: read, set, merge and delete at a path, checked against the schema and against the
+ * shape the tree already has. Trees are never mutated: an edit copies the nodes along the path and shares the rest,
+ * and the caller compiles the result into a new snapshot.
+ *
+ * Paths are metadata paths relative to /computeMetadata/v1/ (`instance/attributes/foo`, `instance/disks/0/`);
+ * values use the config file's naming (camelCase Google keys, verbatim user keys).
+ *
+ * @example
+ * const next = setAt(snapshot.tree, "instance/attributes/foo", "bar");
+ */
+import { ConfigError } from "../errors.ts";
+import { isJsonObject, JsonNumber, type JsonObject, type JsonValue, parseJson, stringify } from "../config/json.ts";
+import { buildTree, type Tree, type TreeEntry } from "./tree.ts";
+import { kebab, serviceAccountSchema, v1Schema, type Schema } from "./schema.ts";
+
+/**
+ * Codes: `EDIT_NOT_FOUND` (the node or its parent does not exist), `EDIT_FIXED_KEYS` (a key of a fixed-key
+ * directory added or removed), `CONFIG_SHAPE` (wrong type or shape), `EDIT_BAD_INDEX` (list position past the end).
+ */
+export class EditError extends ConfigError {}
+
+export interface EditOptions {
+  /**
+   * Platform edits (lifecycle events, guest attributes) may add or remove Google-defined keys; user edits may not.
+   * Schema types are checked either way.
+   */
+  platform?: boolean;
+  /**
+   * Google's reference emulator's shape rule: a free-form directory's or list's new children must have the shape
+   * of its first existing child.
+   */
+  strictTemplates?: boolean;
+}
+
+/** `instance/attributes/foo/` → ["instance", "attributes", "foo"]; empty segments are skipped, as the reference does. */
+export function splitPath(path: string): string[] {
+  let p = path;
+  if (p.startsWith("/computeMetadata/v1")) p = p.slice("/computeMetadata/v1".length);
+  return p.split("/").filter((s) => s !== "");
+}
+
+const display = (segs: readonly string[]): string => (segs.length ? segs.join("/") : "(root)");
+
+/** The schema of a child named `name` (path spelling) and its JSON key; undefined when nothing can live there. */
+export function childSchema(schema: Schema, name: string): { schema: Schema; jsonKey: string } | undefined {
+  switch (schema.t) {
+    case "dir": {
+      for (const [key, field] of Object.entries(schema.keys)) {
+        if ((field.path ?? kebab(key)) === name) return { schema: field.schema, jsonKey: key };
+      }
+      // Keys Google does not define are user keys, served verbatim.
+      return { schema: { t: "any" }, jsonKey: name };
+    }
+    case "free":
+      return { schema: schema.value, jsonKey: name };
+    case "list":
+      return /^\d+$/.test(name) ? { schema: schema.item, jsonKey: name } : undefined;
+    case "any":
+      return { schema: { t: "any" }, jsonKey: name };
+    default:
+      return undefined;
+  }
+}
+
+/** The tree node at a path, or undefined. */
+export function nodeAt(tree: Tree, segs: readonly string[]): Tree | undefined {
+  let t: Tree | undefined = tree;
+  for (const s of segs) {
+    if (!t) return undefined;
+    if (t.k === "dir") t = t.entries.find((e) => e.name === s)?.node;
+    else if (t.k === "list") t = /^\d+$/.test(s) ? t.items[Number(s)] : undefined;
+    else return undefined;
+  }
+  return t;
+}
+
+/** A tree node as config JSON (camelCase Google keys, verbatim user keys, numbers kept exactly). */
+export function treeToValue(t: Tree): JsonValue {
+  switch (t.k) {
+    case "dir": {
+      const o: JsonObject = Object.create(null);
+      for (const e of t.entries) o[e.jsonKey] = treeToValue(e.node);
+      return o;
+    }
+    case "list":
+      return t.items.map(treeToValue);
+    case "values":
+      return [...t.items];
+    case "scalar":
+      if (t.json.startsWith('"')) return t.text;
+      if (t.json === "true" || t.json === "false") return t.json === "true";
+      return new JsonNumber(t.json);
+    case "doc":
+      return parseJson(t.json);
+  }
+}
+
+/** Compact config JSON of a node. */
+export function treeToJson(t: Tree): string {
+  return stringify(treeToValue(t));
+}
+
+/** What an edit function sees at the target position. */
+export interface Target {
+  old: Tree | undefined;
+  /** The directory or list holding the target; undefined at the root. */
+  parent: Tree | undefined;
+  schema: Schema;
+  /** The path for messages (`instance/scheduling/preemptible`). */
+  at: string;
+}
+
+/**
+ * Rebuild the tree with the node at `segs` replaced by `fn(target)`; `undefined` from `fn` deletes it. The parent
+ * must exist; list positions may be replaced, or appended at `len`.
+ */
+export function updateAt(tree: Tree, segs: readonly string[], fn: (t: Target) => Tree | undefined): Tree {
+  if (segs.length === 0) {
+    const next = fn({ old: tree, parent: undefined, schema: v1Schema, at: "(root)" });
+    if (!next) throw new EditError("EDIT_FIXED_KEYS", "(root): the metadata root cannot be deleted");
+    return next;
+  }
+  const go = (t: Tree, schema: Schema, i: number): Tree => {
+    const name = segs[i]!;
+    const here = segs.slice(0, i + 1);
+    const cs = childSchema(schema, name);
+    const last = i === segs.length - 1;
+    if (t.k === "dir" && cs) {
+      const idx = t.entries.findIndex((e) => e.name === name);
+      const old = idx >= 0 ? t.entries[idx] : undefined;
+      let replacement: TreeEntry | undefined;
+      if (last) {
+        const node = fn({ old: old?.node, parent: t, schema: cs.schema, at: display(here) });
+        replacement = node ? { name, jsonKey: old?.jsonKey ?? cs.jsonKey, node } : undefined;
+      } else {
+        if (!old) throw new EditError("EDIT_NOT_FOUND", `${display(here)}: no such node`);
+        replacement = { ...old, node: go(old.node, cs.schema, i + 1) };
+      }
+      const entries = [...t.entries];
+      if (idx >= 0 && replacement) entries[idx] = replacement;
+      else if (idx >= 0) entries.splice(idx, 1);
+      else if (replacement) entries.push(replacement);
+      return { ...t, entries };
+    }
+    if (t.k === "list" && cs) {
+      const n = Number(name);
+      const items = [...t.items];
+      if (last) {
+        if (n > items.length) {
+          throw new EditError("EDIT_BAD_INDEX", `${display(here)}: position ${n} is past the end of the list (length ${items.length}); append at ${items.length}`);
+        }
+        const node = fn({ old: items[n], parent: t, schema: cs.schema, at: display(here) });
+        if (node) items[n] = node;
+        else if (n < items.length) items.splice(n, 1);
+      } else {
+        const old = items[n];
+        if (!old) throw new EditError("EDIT_NOT_FOUND", `${display(here)}: no such node`);
+        items[n] = go(old, cs.schema, i + 1);
+      }
+      return { ...t, items };
+    }
+    throw new EditError("EDIT_NOT_FOUND", `${display(segs.slice(0, i))}: has no children; ${display(here)} cannot exist`);
+  };
+  return go(tree, v1Schema, 0);
+}
+
+const kindName = (t: Tree): string =>
+  t.k === "dir" ? "a directory (JSON object)" : t.k === "list" ? "a list (JSON array)" : t.k === "values" ? "a list of strings" : t.k === "doc" ? "a JSON document" : t.json.startsWith('"') ? "a string" : "a number or boolean";
+
+/**
+ * The new node must have the old one's shape: same kind, and every fixed-key directory the same set of keys.
+ * Free-form directories and lists may grow and shrink; their children are compared with the child of the same
+ * name or position (or, with `strict`, with the first existing child, as Google's reference emulator does).
+ */
+export function checkShape(old: Tree, neu: Tree, at: string, strict = false): void {
+  const scalarKind = (t: Tree) => (t.k === "scalar" ? (t.json.startsWith('"') ? "s" : "n") : t.k);
+  if (old.k !== neu.k || (strict && scalarKind(old) !== scalarKind(neu))) {
+    throw new EditError("CONFIG_SHAPE", `${at}: expected ${kindName(old)}, found ${kindName(neu)}`);
+  }
+  if (old.k === "dir" && neu.k === "dir") {
+    if (old.fixed) {
+      const before = new Set(old.entries.map((e) => e.name));
+      const after = new Set(neu.entries.map((e) => e.name));
+      const added = [...after].filter((n) => !before.has(n));
+      const removed = [...before].filter((n) => !after.has(n));
+      if (added.length || removed.length) {
+        const parts = [added.length ? `adds ${added.join(", ")}` : "", removed.length ? `removes ${removed.join(", ")}` : ""].filter(Boolean);
+        throw new EditError("EDIT_FIXED_KEYS", `${at}: the keys of this directory are fixed; the change ${parts.join(" and ")}`);
+      }
+    }
+    for (const e of neu.entries) {
+      const template = old.fixed || !strict ? old.entries.find((o) => o.name === e.name)?.node : old.entries[0]?.node;
+      if (template) checkShape(template, e.node, `${at}/${e.name}`, strict);
+    }
+  } else if (old.k === "list" && neu.k === "list") {
+    neu.items.forEach((item, i) => {
+      const template = strict ? old.items[0] : (old.items[i] ?? old.items[0]);
+      if (template) checkShape(template, item, `${at}/${i}`, strict);
+    });
+  }
+}
+
+function guardFixed(t: Target, adding: boolean, options: EditOptions): void {
+  if (options.platform) return;
+  if (t.parent?.k === "dir" && t.parent.fixed) {
+    throw new EditError(
+      "EDIT_FIXED_KEYS",
+      `${t.at}: cannot ${adding ? "add" : "remove"} a key of a fixed-key directory; only attributes and other free-form directories gain or lose keys`,
+    );
+  }
+}
+
+/** Place a checked value: build it against the schema, then compare it with what was there. */
+function place(t: Target, value: JsonValue, options: EditOptions): Tree {
+  if (t.old === undefined) guardFixed(t, true, options);
+  const neu = buildTree(value, t.schema, t.at);
+  if (t.old && !options.platform) checkShape(t.old, neu, t.at, options.strictTemplates);
+  return neu;
+}
+
+/** Set (replace or create) the value at a path. */
+export function setAt(tree: Tree, path: string, value: JsonValue, options: EditOptions = {}): Tree {
+  return updateAt(tree, splitPath(path), (t) => place(t, value, options));
+}
+
+/** RFC 7396 JSON merge patch: objects merge key by key, `null` deletes a key, anything else replaces. */
+export function mergePatch(target: JsonValue | undefined, patch: JsonValue): JsonValue | undefined {
+  if (!isJsonObject(patch)) return patch;
+  const out: JsonObject = Object.create(null);
+  if (isJsonObject(target)) for (const k of Object.keys(target)) out[k] = target[k]!;
+  for (const k of Object.keys(patch)) {
+    const v = patch[k]!;
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v)!;
+  }
+  return out;
+}
+
+/** Merge a patch into the value at a path (created if absent, where keys may be added). */
+export function mergeAt(tree: Tree, path: string, patch: JsonValue, options: EditOptions = {}): Tree {
+  return updateAt(tree, splitPath(path), (t) => {
+    const merged = mergePatch(t.old ? treeToValue(t.old) : undefined, patch);
+    if (merged === undefined || merged === null) {
+      if (!t.old) throw new EditError("EDIT_NOT_FOUND", `${t.at}: no such node`);
+      guardFixed(t, false, options);
+      return undefined;
+    }
+    return place(t, merged, options);
+  });
+}
+
+/** Delete the node at a path: a key of a free-form directory, or a list position (later items move up). */
+export function deleteAt(tree: Tree, path: string, options: EditOptions = {}): Tree {
+  return updateAt(tree, splitPath(path), (t) => {
+    if (!t.old) throw new EditError("EDIT_NOT_FOUND", `${t.at}: no such node`);
+    guardFixed(t, false, options);
+    return undefined;
+  });
+}
+
+/** Replace the node at a path with an already-built tree (platform edits; no checks). */
+export function putTree(tree: Tree, path: string, node: Tree | undefined): Tree {
+  return updateAt(tree, splitPath(path), () => node);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Google's reference emulator's update API (`/emulator/v1/update/…`): bodies in the URL's naming (kebab-case keys),
+// a string for leaves and JSON for directories and lists, shape-checked against a template node.
+
+/** Config naming from path naming: a fixed-key directory's `device-name` becomes `deviceName`. */
+export function fromPathNaming(v: JsonValue, schema: Schema): JsonValue {
+  if (schema.t === "dir" && isJsonObject(v)) {
+    const out: JsonObject = Object.create(null);
+    for (const key of Object.keys(v)) {
+      // A service account's `token` is a node of the reference's data, not of ours.
+      if (schema === serviceAccountSchema && (key === "token" || key === "identity")) continue;
+      const cs = childSchema(schema, key)!;
+      out[cs.jsonKey] = fromPathNaming(v[key]!, cs.schema);
+    }
+    return out;
+  }
+  if (schema.t === "free" && isJsonObject(v)) {
+    const out: JsonObject = Object.create(null);
+    for (const key of Object.keys(v)) out[key] = fromPathNaming(v[key]!, schema.value);
+    return out;
+  }
+  if (schema.t === "list" && Array.isArray(v)) return v.map((x) => fromPathNaming(x, schema.item));
+  return v;
+}
+
+const isDirLike = (t: Tree | undefined): boolean => !!t && t.k !== "scalar";
+
+/** The reference's template for a position: the node itself in a fixed-key directory, else the first child. */
+function templateOf(t: Target): Tree | undefined {
+  const p = t.parent;
+  if (!p) return t.old;
+  if (p.k === "dir") return p.fixed ? t.old : (p.entries[0]?.node ?? t.old);
+  if (p.k === "list") return p.items[0] ?? t.old;
+  return t.old;
+}
+
+const EMPTY_STRING: Tree = { k: "scalar", text: "", json: '""' };
+
+/** The reference's value from a decoded body: JSON when the template is a directory or list, else the string. */
+function referenceValue(body: string, template: Tree, schema: Schema, at: string): JsonValue {
+  if (isDirLike(template)) {
+    try {
+      return fromPathNaming(parseJson(body), schema);
+    } catch (e) {
+      if (e instanceof EditError) throw e;
+      throw new EditError("CONFIG_SHAPE", `${at}: the new value must be JSON (${(e as Error).message})`);
+    }
+  }
+  // A string that reads as an integer becomes one where the template is a number.
+  if (template.k === "scalar" && !template.json.startsWith('"') && /^-?\d+$/.test(body.trim())) return new JsonNumber(body.trim());
+  return body;
+}
+
+/** `POST /emulator/v1/update/<path>`: set the node from a decoded body, as the reference does. */
+export function referenceSet(tree: Tree, path: string, body: string): Tree {
+  const segs = splitPath(path);
+  if (segs.length === 0) return referenceReplaceAll(tree, body);
+  return updateAt(tree, segs, (t) => {
+    if (t.old === undefined && t.parent?.k === "dir" && t.parent.fixed) {
+      throw new EditError("EDIT_FIXED_KEYS", `${t.at}: cannot add a key of a fixed-key directory`);
+    }
+    const template = templateOf(t) ?? EMPTY_STRING;
+    const neu = buildTree(referenceValue(body, template, t.schema, t.at), t.schema, t.at);
+    referenceShape(template, neu, t.at);
+    return neu;
+  });
+}
+
+/** `DELETE /emulator/v1/update/<path>`. */
+export function referenceDelete(tree: Tree, path: string): Tree {
+  return updateAt(tree, splitPath(path), (t) => {
+    if (t.parent?.k === "dir" && t.parent.fixed) {
+      throw new EditError("EDIT_FIXED_KEYS", `${t.at}: cannot remove a key of a fixed-key directory`);
+    }
+    if (!t.old) throw new EditError("CONFIG_SHAPE", `${t.at}: no such key or position`);
+    return undefined;
+  });
+}
+
+/** `POST /emulator/v1/update/`: the whole v1 tree in path naming, checked against the current shape. */
+export function referenceReplaceAll(tree: Tree, body: string): Tree {
+  let v: JsonValue;
+  try {
+    v = fromPathNaming(parseJson(body), v1Schema);
+  } catch (e) {
+    throw new EditError("CONFIG_SHAPE", `(root): the new tree must be JSON (${(e as Error).message})`);
+  }
+  // Nodes this server adds by itself (universe/, oslogin/) carry over when the new tree lacks them.
+  if (isJsonObject(v) && tree.k === "dir") {
+    for (const e of tree.entries) if ((e.name === "universe" || e.name === "oslogin") && v[e.jsonKey] === undefined) v[e.jsonKey] = treeToValue(e.node);
+  }
+  const neu = buildTree(v, v1Schema, "(root)");
+  referenceShape(tree, neu, "(root)");
+  return neu;
+}
+
+/** The reference answers every shape mismatch of the new value, key sets included, as a format error. */
+function referenceShape(template: Tree, neu: Tree, at: string): void {
+  try {
+    checkShape(template, neu, at, true);
+  } catch (e) {
+    if (e instanceof EditError && e.code === "EDIT_FIXED_KEYS") throw new EditError("CONFIG_SHAPE", e.message, { cause: e });
+    throw e;
+  }
+}

@@ -1,0 +1,104 @@
+/** The real command line as a child process, with its standard error captured for assertions. */
+import { join } from "node:path";
+
+export const ROOT = join(import.meta.dir, "..", "..");
+export const CERTS = join(ROOT, "certs");
+const CLI = join(ROOT, "src", "cli.ts");
+
+export interface CliProcess {
+  readonly proc: ReturnType<typeof Bun.spawn>;
+  /** Everything written to stderr so far. */
+  stderr(): string;
+  /** Wait until stderr matches (or the process exits, which fails). */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** SIGTERM and the exit code. */
+  stop(): Promise<number>;
+  exited: Promise<number>;
+}
+
+export interface CliOptions {
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  /** Run under a wrapper, e.g. `["ip", "netns", "exec", "ns1"]`. */
+  prefix?: string[];
+}
+
+export function runCli(args: string[], options: CliOptions = {}): CliProcess {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ PATH: process.env.PATH, HOME: process.env.HOME, ...options.env })) if (v !== undefined) env[k] = v;
+  const proc = Bun.spawn([...(options.prefix ?? []), process.execPath, CLI, ...args], {
+    cwd: options.cwd ?? ROOT,
+    env,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let text = "";
+  const listeners = new Set<() => void>();
+  const pump = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) {
+      text += decoder.decode(chunk, { stream: true });
+      for (const l of listeners) l();
+    }
+  })();
+  const exited = proc.exited.then(async (code) => {
+    await pump;
+    for (const l of listeners) l();
+    return code;
+  });
+  let done = false;
+  exited.then(() => (done = true));
+  return {
+    proc,
+    exited,
+    stderr: () => text,
+    waitFor(re, timeoutMs = 10_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = re.exec(text);
+          if (m) {
+            cleanup();
+            resolve(m);
+          } else if (done) {
+            cleanup();
+            reject(new Error(`the server exited before printing ${re}; stderr:\n${text}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`no ${re} on stderr within ${timeoutMs} ms; stderr:\n${text}`));
+        }, timeoutMs);
+        const cleanup = () => {
+          clearTimeout(timer);
+          listeners.delete(check);
+        };
+        listeners.add(check);
+        check();
+      });
+    },
+    async stop() {
+      if (!done) proc.kill("SIGTERM");
+      return exited;
+    },
+  };
+}
+
+/** Run the CLI expecting it to exit by itself (start-up errors); returns the code and stderr. */
+export async function runCliToExit(args: string[], options: CliOptions = {}, timeoutMs = 10_000): Promise<{ code: number; stderr: string }> {
+  const p = runCli(args, options);
+  const timer = setTimeout(() => p.proc.kill("SIGKILL"), timeoutMs);
+  const code = await p.exited;
+  clearTimeout(timer);
+  return { code, stderr: p.stderr() };
+}
+
+/** URL and port the CLI reports in its "listening" line. */
+export async function listeningUrl(p: CliProcess): Promise<string> {
+  const m = await p.waitFor(/metadata server listening url=(\S+)/);
+  return m[1]!;
+}
+
+export async function metricsUrl(p: CliProcess): Promise<string> {
+  const m = await p.waitFor(/metrics listening url=(\S+)/);
+  return m[1]!;
+}
