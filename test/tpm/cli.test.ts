@@ -12,6 +12,7 @@ import { parseFlags } from "../../src/cli/flags.ts";
 import { startFakeGoogle, type FakeGoogle } from "../fakes/google.ts";
 import { requireTpmTools, startSwtpm, type Swtpm } from "../helpers/swtpm.ts";
 import { Tpm2Tools, type GeneratedKey } from "../helpers/tpm2-tools.ts";
+import { compile } from "../../scripts/build.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 const CLI = join(ROOT, "src/cli.ts");
@@ -261,10 +262,8 @@ test("parsePcrs: sorted, without repeats", () => {
 describe("the compiled single executable", () => {
   let exe: string;
   beforeAll(async () => {
-    exe = join(dir, "gce_metadata_server");
-    const b = Bun.spawn([process.execPath, "build", "--compile", CLI, "--outfile", exe], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
-    const [err, code] = await Promise.all([new Response(b.stderr).text(), b.exited]);
-    if (code !== 0) throw new Error(`bun build --compile failed: ${err}`);
+    // Built as `npm run build` builds it (bytecode, minified syntax), so the release flags are what is tested.
+    exe = await compile({ outfile: join(dir, "gce_metadata_server"), quiet: true });
   }, 120_000);
 
   test("-tpm with a persistent handle serves TPM-signed tokens; -useOauthToken exchanges at the fake", async () => {
