@@ -32,6 +32,7 @@ export const DEBIAN_PACKAGES = [
   "openssl", // test keys and certificates
   "iproute2", // link-local tests in network namespaces
   "python3-google-auth", // test/clients: Python google-auth
+  "python3-requests", // its HTTP transport (only Recommended by python3-google-auth, and we skip Recommends)
   "golang-go", // test/clients: Go compute/metadata
   "golang-google-cloud-compute-metadata-dev",
 ] as const;
