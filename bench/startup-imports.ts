@@ -5,9 +5,9 @@
  *
  *   node_modules/.bin/bun bench/startup-imports.ts [--runs 15]
  *
- * Each row adds one thing: an eagerly imported library (jose, google-auth-library, elysia), an Elysia app
- * answering through onRequest like src/http/app.ts, the server's own modules and snapshot compile without Elysia
- * (src/http/handler.ts behind Bun.serve), and the server itself (src/cli.ts).
+ * Each row adds one thing to the bare server: an eagerly imported library (jose, google-auth-library, prom-client,
+ * Node built-ins, elysia), an Elysia app behind Bun.serve as src/http/app.ts wires it, the server's own modules and
+ * snapshot compile without Elysia (src/http/handler.ts behind Bun.serve); the last row is the server (src/cli.ts).
  */
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -25,12 +25,15 @@ const ENTRIES: Record<string, string> = {
   "bare Bun.serve": PORT + BARE,
   "+ import jose": `import * as jose from "jose";\n(globalThis as any).keep = jose;\n` + PORT + BARE,
   "+ import google-auth-library": `import { JWT } from "google-auth-library";\n(globalThis as any).keep = JWT;\n` + PORT + BARE,
+  "+ import prom-client": `import * as prom from "prom-client";\n(globalThis as any).keep = prom;\n` + PORT + BARE,
+  "+ import node:crypto, net, fs": `import * as a from "node:crypto";\nimport * as b from "node:net";\nimport * as c from "node:fs";\n(globalThis as any).keep = [a, b, c];\n` + PORT + BARE,
   "+ import elysia": `import { Elysia } from "elysia";\n(globalThis as any).keep = Elysia;\n` + PORT + BARE,
-  "elysia app (onRequest + 2 routes)":
+  // As src/http/app.ts wires it: Bun.serve answers the tree itself and hands other paths to an Elysia app.
+  "elysia app behind Bun.serve":
     `import { Elysia } from "elysia";\n` +
     PORT +
-    `new Elysia({ strictPath: true }).onRequest(() => new Response("example-project"))` +
-    `.get("/a", () => "a").get("/b", () => "b").listen({ hostname: "127.0.0.1", port });\n`,
+    `const app = new Elysia({ strictPath: true }).get("/a", () => "a").get("/b", () => "b");\n` +
+    `Bun.serve({ hostname: "127.0.0.1", port, fetch: (req) => req.url.includes("/computeMetadata/") ? new Response("example-project") : app.handle(req) });\n`,
   "server modules, no elysia": `import { claimsFromDocument, parseConfigText } from "../../../src/config/claims.ts";
 import { Snapshot } from "../../../src/metadata/snapshot.ts";
 import { TokenCache } from "../../../src/credentials/token-cache.ts";
