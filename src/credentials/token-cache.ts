@@ -58,6 +58,8 @@ export interface TokenCacheOptions {
   events?: TokenCacheEvents;
 }
 
+const accessKey = (email: string, scopes: readonly string[]): string => `a\u0000${email}\u0000${[...new Set(scopes)].sort().join(" ")}`;
+
 export class TokenCache {
   private readonly slots = new Map<string, Slot>();
   private readonly now: () => number;
@@ -79,8 +81,19 @@ export class TokenCache {
 
   /** An access token; synchronous when a fresh one is cached, so the hot path allocates no promise. */
   accessToken(account: Account, scopes: readonly string[]): CachedToken | Promise<CachedToken> {
-    const key = `a\u0000${account.email}\u0000${[...new Set(scopes)].sort().join(" ")}`;
+    const key = scopes === account.scopes ? this.configuredKey(account) : accessKey(account.email, scopes);
     return this.get(key, "access", () => this.source.accessToken({ account, scopes }));
+  }
+
+  /** Cache keys for accounts' configured scopes, built once per account: the common request builds no strings. */
+  private readonly configuredKeys = new WeakMap<Account, { email: string; scopes: readonly string[]; key: string }>();
+
+  private configuredKey(account: Account): string {
+    const k = this.configuredKeys.get(account);
+    if (k !== undefined && k.email === account.email && k.scopes === account.scopes) return k.key;
+    const key = accessKey(account.email, account.scopes);
+    this.configuredKeys.set(account, { email: account.email, scopes: account.scopes, key });
+    return key;
   }
 
   idToken(request: IdTokenRequest): CachedToken | Promise<CachedToken> {
