@@ -4,6 +4,8 @@
  * server's `-port` / `-interface` flags (Go syntax, `-port :0` picks a free port) and logs its URL on stderr in
  * the same words, so bench scripts drive both the same way.
  */
+export {}; // a module, so its names stay its own
+
 function flag(name: string, fallback: string): string {
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
