@@ -2,11 +2,10 @@
  * What the listener runs: the metadata guard first on every request, answering everything under /computeMetadata
  * (and /) from the snapshot; the Elysia app behind it serves what lives beside the tree on the same listener.
  */
-import { Elysia } from "elysia";
 import { createMetadataHandler, type ServerHooks, type ServingState } from "./handler.ts";
 import { notFound, plain } from "./pages.ts";
 import { BASE_HEADERS, JSON_TYPE } from "../metadata/snapshot.ts";
-import { controlRoutes, type ControlTarget } from "./control.ts";
+import type { ControlTarget } from "./control.ts";
 
 export interface AppOptions {
   /** Serve the control API under /emulator/v1/ (see control.ts). */
@@ -25,12 +24,17 @@ function pathAndQuery(url: string): string {
 /** The listener's fetch handler: the guard, then the app's routes. */
 export function createFetch(state: ServingState, options: AppOptions = {}): (req: Request, server: ServerHooks) => Response | Promise<Response> {
   const guard = createMetadataHandler(state);
-  const app = createApp(state, options);
-  return (req, server) => guard(req, server) ?? app.handle(req);
+  // Built on the first request outside the tree: loading Elysia cost the compiled server ~1.2 ms of its start-up
+  // (bench/startup.ts), and many runs never serve anything but the tree.
+  let app: ReturnType<typeof createApp> | undefined;
+  return (req, server) => guard(req, server) ?? (app ??= createApp(state, options)).handle(req);
 }
 
 /** Routes beside the metadata tree. */
 export function createApp(state: ServingState, options: AppOptions = {}) {
+  // `require`, not a static import, so Elysia (and the control API, which is built on it) load only when used.
+  const { Elysia } = require("elysia") as typeof import("elysia");
+  const { controlRoutes } = require("./control.ts") as typeof import("./control.ts");
   return (
     new Elysia({ strictPath: true })
       // OpenID discovery for the issuer that signs ID tokens here (emulated issuer), so apps verify them offline.
