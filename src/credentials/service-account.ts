@@ -3,7 +3,9 @@
  * the RS256 assertion and exchanges it at the token endpoint. The key's `token_uri` is honoured, so a key can point
  * at a private or local token endpoint.
  */
-import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
+// node:crypto on first use: this module is reachable from start-up (the TPM source shares GOOGLE_TOKEN_URL), and
+// importing node:crypto there is part of ~2 ms of the compiled server's start-up (see http/listen.ts).
+const nodeCrypto = () => require("node:crypto") as typeof import("node:crypto");
 import { CredentialError } from "../errors.ts";
 import type { AccessTokenRequest, CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
 import { jwtExpiry } from "./static.ts";
@@ -42,7 +44,7 @@ export async function readServiceAccountKey(path: string): Promise<ServiceAccoun
     if (typeof json[field] !== "string" || json[field] === "") throw new CredentialError("KEY_INVALID", `${path}: "${field}" is missing`);
   }
   try {
-    createPrivateKey(json.private_key as string);
+    nodeCrypto().createPrivateKey(json.private_key as string);
   } catch (e) {
     throw new CredentialError("KEY_INVALID", `${path}: "private_key" is not a PEM private key (${(e as Error).message})`, { cause: e });
   }
@@ -54,6 +56,7 @@ export async function readServiceAccountKey(path: string): Promise<ServiceAccoun
 
 /** Hex SHA-256 of the public key's SPKI DER: identifies a key in logs and metrics without revealing it. */
 export function keyFingerprint(privateKeyPem: string): string {
+  const { createHash, createPrivateKey, createPublicKey } = nodeCrypto();
   const spki = createPublicKey(createPrivateKey(privateKeyPem)).export({ type: "spki", format: "der" });
   return createHash("sha256").update(spki).digest("hex");
 }
