@@ -27,9 +27,11 @@ type ExternalClient = import("google-auth-library").BaseExternalAccountClient;
 /** Check an `external_account` file's shape; errors name the file and the field. */
 export function checkExternalAccount(adc: AdcFile): void {
   if (adc.type !== "external_account") {
+    const instead =
+      adc.type === "service_account" ? "; for a service account key use -serviceAccountFile" : adc.type === "authorized_user" ? "; for user credentials use -impersonate" : "";
     throw new CredentialError(
       "ADC_WRONG_TYPE",
-      `${adc.path}: "type" is ${JSON.stringify(adc.type)}; workload identity federation needs an "external_account" credential configuration (gcloud iam workload-identity-pools create-cred-config)`,
+      `${adc.path}: "type" is ${JSON.stringify(adc.type)}; workload identity federation needs an "external_account" credential configuration (gcloud iam workload-identity-pools create-cred-config)${instead}`,
     );
   }
   requireString(adc, "audience");

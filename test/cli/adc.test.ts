@@ -228,7 +228,7 @@ describe("-federate", () => {
   test("a service account key, or an external_account the library refuses: exit 1 naming the file", async () => {
     let r = await run(["-federate"], { GOOGLE_APPLICATION_CREDENTIALS: sa.path });
     expect(r.code).toBe(1);
-    expect(r.errors[0]).toContain(`${sa.path}: "type" is "service_account"; workload identity federation needs an "external_account" credential configuration`);
+    expect(r.errors[0]).toContain(`${sa.path}: "type" is "service_account"; workload identity federation needs an "external_account" credential configuration (gcloud iam workload-identity-pools create-cred-config); for a service account key use -serviceAccountFile`);
 
     const both = join(dir, "both.json");
     writeFileSync(both, JSON.stringify({ type: "external_account", audience: AUDIENCE, subject_token_type: "urn:ietf:params:oauth:token-type:jwt", credential_source: { file: "/a", url: "http://127.0.0.1:1/" } }));
