@@ -23,7 +23,7 @@ import {
   type FakeGoogle,
   type ServiceAccountKey,
 } from "../fakes/google.ts";
-import { startServer, V1, type Started } from "../helpers/server.ts";
+import { concurrentGets, startServer, V1, type Started } from "../helpers/server.ts";
 
 const TARGET = "target@example-project.iam.gserviceaccount.com";
 const OTHER = "other@example-project.iam.gserviceaccount.com";
@@ -161,6 +161,25 @@ describe("service account key as the source", () => {
     const res = await s.get(`${TOKEN}?scopes=https://www.googleapis.com/auth/retry-test`);
     expect(res.status).toBe(200);
     expect(fake.calls.generateAccessToken).toBe(2);
+  });
+});
+
+describe("single flight", () => {
+  test("cold concurrent requests: one source token, one generateAccessToken per scope set", async () => {
+    const s = await serve(await readAdcFile(sa.path));
+    try {
+      fake.delay(200);
+      const paths = ["a", "b"].map((x) => `${TOKEN}?scopes=https://www.googleapis.com/auth/${x}`);
+      const [a, b] = await Promise.all(paths.map((p) => concurrentGets(s.server.port, p, 200)));
+      for (const batch of [a!, b!]) {
+        expect(new Set(batch.map((r) => r.status))).toEqual(new Set([200]));
+        expect(new Set(batch.map((r) => JSON.parse(r.body).access_token)).size).toBe(1);
+      }
+      expect(fake.calls.token).toBe(1);
+      expect(fake.calls.generateAccessToken).toBe(2);
+    } finally {
+      await s.stop();
+    }
   });
 });
 
