@@ -7,6 +7,7 @@ import { UsageError } from "../errors.ts";
 import type { Logger } from "../observability/log.ts";
 import { findAdcFile, gcloudConfigDir, readAdcFile, WELL_KNOWN_FILE } from "../credentials/adc.ts";
 import { IAM_CREDENTIALS_URL } from "../credentials/iam.ts";
+import { GOOGLE_TOKEN_URL } from "../credentials/service-account.ts";
 import type { CredentialSource } from "../credentials/source.ts";
 import type { Flags } from "./flags.ts";
 
@@ -30,7 +31,7 @@ export function httpUrlFlag(name: string, text: string, fallback: string): strin
 /** `-impersonate`: source credentials from ADC; tokens for the config's accounts from IAM Credentials. */
 export async function openImpersonatedSource(flags: Flags, env: Record<string, string | undefined>, log: Logger): Promise<CredentialSource> {
   const iamUrl = httpUrlFlag("iamURL", flags.iamURL, IAM_CREDENTIALS_URL);
-  const tokenUrl = httpUrlFlag("tokenURL", flags.tokenURL, "https://oauth2.googleapis.com/token");
+  const tokenUrl = httpUrlFlag("tokenURL", flags.tokenURL, GOOGLE_TOKEN_URL);
   const found = findAdcFile(env);
   if (!found) {
     const dir = gcloudConfigDir(env);
@@ -47,7 +48,7 @@ export async function openImpersonatedSource(flags: Flags, env: Record<string, s
     principal: source.source.principal,
     file: adc.path,
     from: found.fromEnv ? "GOOGLE_APPLICATION_CREDENTIALS" : "gcloud well-known file",
-    ...(source.source.tokenUrl !== "https://oauth2.googleapis.com/token" ? { sourceTokenURL: source.source.tokenUrl } : {}),
+    ...(source.source.tokenUrl !== GOOGLE_TOKEN_URL ? { sourceTokenURL: source.source.tokenUrl } : {}),
     ...(iamUrl !== IAM_CREDENTIALS_URL ? { iamURL: iamUrl } : {}),
   });
   return source;
@@ -61,14 +62,14 @@ export async function openFederatedSource(flags: Flags, env: Record<string, stri
     throw new UsageError("NO_ADC", `${FEDERATE_NEEDS_ADC}: point GOOGLE_APPLICATION_CREDENTIALS at an external_account credential configuration`);
   }
   const adc = await readAdcFile(path);
-  const { FederatedSource } = await import("../credentials/federated.ts");
+  const { DEFAULT_STS_URL, FederatedSource } = await import("../credentials/federated.ts");
   const source = await FederatedSource.open(adc, { iamUrl });
   const credentialSource = adc.json.credential_source as Record<string, unknown>;
   log.info("using workload identity federation for credentials", {
     file: adc.path,
     audience: String(adc.json.audience),
     subject: credentialSource.file !== undefined ? `file ${String(credentialSource.file)}` : credentialSource.url !== undefined ? `url ${String(credentialSource.url)}` : "other",
-    sts: typeof adc.json.token_url === "string" ? adc.json.token_url : "https://sts.googleapis.com/v1/token",
+    sts: typeof adc.json.token_url === "string" ? adc.json.token_url : DEFAULT_STS_URL,
     ...(source.serviceAccount ? { impersonate: source.serviceAccount } : {}),
     ...(iamUrl !== IAM_CREDENTIALS_URL ? { iamURL: iamUrl } : {}),
   });

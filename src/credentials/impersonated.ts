@@ -18,7 +18,7 @@
  */
 import { CredentialError } from "../errors.ts";
 import { optionalUrl, requireString, type AdcFile } from "./adc.ts";
-import { checkExternalAccount, CLOUD_PLATFORM_SCOPE, createExternalAccountClient } from "./federated.ts";
+import { checkExternalAccount, CLOUD_PLATFORM_SCOPE, createExternalAccountClient, DEFAULT_STS_URL } from "./federated.ts";
 import { IamCredentials } from "./iam.ts";
 import { checkServiceAccountKey, createJwtClient, errorText, GOOGLE_TOKEN_URL, keyFingerprint, type ServiceAccountKey } from "./service-account.ts";
 import type { AccessTokenRequest, CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
@@ -88,7 +88,7 @@ export class ImpersonatedSource implements CredentialSource {
       }
       case "external_account": {
         checkExternalAccount(adc);
-        const sts = typeof adc.json.token_url === "string" ? adc.json.token_url : "https://sts.googleapis.com/v1/token";
+        const sts = typeof adc.json.token_url === "string" ? adc.json.token_url : DEFAULT_STS_URL;
         this.source = { type: adc.type, principal: String(adc.json.audience), path: adc.path, tokenUrl: sts };
         this.makeClient = () => createExternalAccountClient(adc, [CLOUD_PLATFORM_SCOPE]);
         break;
