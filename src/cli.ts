@@ -17,7 +17,7 @@ import { VERSION, BUILD_DATE, COMMIT } from "./version.ts";
 import { parseMaintenanceSpec, parsePreemptionSpec, type MaintenanceSpec, type PreemptionSpec } from "./changes/lifecycle.ts";
 
 /** Flags whose capability is not built yet: refusing beats silently serving something else. */
-const NOT_YET: FlagName[] = ["impersonate", "federate"];
+const NOT_YET: FlagName[] = [];
 
 function isSet(flags: Flags, name: FlagName): boolean {
   const v = flags[name];
@@ -59,10 +59,17 @@ async function defaultEmail(options: MetadataServerOptions): Promise<string> {
   return new Snapshot(tree).accounts.get("default")!.email;
 }
 
+/** Credential flags in the Go emulator's order of precedence: the first one set wins. */
+const CREDENTIAL_FLAGS = ["impersonate", "federate", "tpm", "serviceAccountFile"] as const;
+
 async function credentialSource(flags: Flags, log: Logger, options: MetadataServerOptions): Promise<CredentialSource> {
-  // The Go emulator's precedence: -tpm before -serviceAccountFile.
+  const set = CREDENTIAL_FLAGS.filter((n) => flags[n]);
+  if (set.length > 1) log.warn(`${set.slice(1).map((n) => `-${n}`).join(", ")} ignored: -${set[0]} takes precedence, as in the Go emulator`);
+  if (!flags.impersonate && !flags.federate && flags.explicit.has("iamURL")) log.warn("-iamURL is ignored without -impersonate or -federate");
+  const env = options.env ?? {};
+  if (flags.impersonate) return (await import("./cli/adc.ts")).openImpersonatedSource(flags, env, log);
+  if (flags.federate) return (await import("./cli/adc.ts")).openFederatedSource(flags, env, log);
   if (flags.tpm) {
-    if (flags.serviceAccountFile) log.warn("-serviceAccountFile ignored: -tpm takes precedence, as in the Go emulator");
     // The key belongs to the config's default account, as in the Go emulator.
     return openTpmSource(flags, await defaultEmail(options), log);
   }

@@ -63,7 +63,8 @@ export const FLAGS = {
   maxWaiters: { kind: "int", default: 0, help: "most wait_for_change requests held at once, 503 beyond (0: no limit; the live server reportedly allows 500)" },
   simulateMaintenance: { kind: "string", default: "", help: "schedule a host maintenance event: \"in=30s,type=MIGRATE,duration=60s\" (type MIGRATE or TERMINATE; or at=<RFC 3339 time> instead of in=)" },
   simulatePreemption: { kind: "string", default: "", help: "schedule a preemption: \"in=2m\" or \"at=<RFC 3339 time>\", optionally grace=30s (shutdown-details/max-duration)" },
-  tokenURL: { kind: "string", default: "https://oauth2.googleapis.com/token", help: "-tpm: OAuth2 token endpoint for -useOauthToken and ID tokens, and the aud of the assertions (this program's addition)" },
+  tokenURL: { kind: "string", default: "https://oauth2.googleapis.com/token", help: "-tpm: OAuth2 token endpoint for -useOauthToken and ID tokens, and the aud of the assertions; -impersonate: token endpoint of source credentials whose file names none (this program's addition)" },
+  iamURL: { kind: "string", default: "https://iamcredentials.googleapis.com", help: "-impersonate, -federate: IAM Credentials base URL for generateAccessToken and generateIdToken (this program's addition)" },
 } as const satisfies Record<string, FlagSpec>;
 
 export type FlagName = keyof typeof FLAGS;

@@ -40,6 +40,11 @@ export async function readServiceAccountKey(path: string): Promise<ServiceAccoun
   if (json.type !== "service_account") {
     throw new CredentialError("KEY_INVALID", `${path}: "type" is ${JSON.stringify(json.type)}, expected "service_account"`);
   }
+  return checkServiceAccountKey(json, path);
+}
+
+/** Check the fields of a parsed key whose `type` is `service_account`; `path` names it in errors. */
+export function checkServiceAccountKey(json: Record<string, unknown>, path: string): ServiceAccountKey {
   for (const field of ["client_email", "private_key"] as const) {
     if (typeof json[field] !== "string" || json[field] === "") throw new CredentialError("KEY_INVALID", `${path}: "${field}" is missing`);
   }
@@ -63,6 +68,32 @@ export function keyFingerprint(privateKeyPem: string): string {
 
 type JwtClient = import("google-auth-library").JWT;
 
+/**
+ * google-auth-library's JWT client for a key, loaded only when first needed. Its token requests go to the key's
+ * `token_uri`, else to `tokenUrl` (default Google's): the library itself always posts to Google's URL.
+ */
+export async function createJwtClient(key: ServiceAccountKey, scopes: readonly string[], tokenUrl = GOOGLE_TOKEN_URL): Promise<JwtClient> {
+  const { JWT } = await import("google-auth-library");
+  const client = new JWT({
+    email: key.client_email,
+    key: key.private_key,
+    ...(key.private_key_id ? { keyId: key.private_key_id } : {}),
+    scopes: [...scopes],
+    ...(key.universe_domain ? { universeDomain: key.universe_domain } : {}),
+  });
+  const target = key.token_uri ?? tokenUrl;
+  if (target !== GOOGLE_TOKEN_URL) {
+    // Send the library's requests for Google's token URL to the key's token_uri (or the given URL) instead.
+    client.transporter.interceptors.request.add({
+      resolved: async (opts) => {
+        if (String(opts.url) === GOOGLE_TOKEN_URL) opts.url = new URL(target);
+        return opts;
+      },
+    });
+  }
+  return client;
+}
+
 export class ServiceAccountKeySource implements CredentialSource {
   private readonly clients = new Map<string, Promise<JwtClient>>();
   private readonly fingerprint: string;
@@ -80,33 +111,11 @@ export class ServiceAccountKeySource implements CredentialSource {
     const k = scopes.join(" ");
     let c = this.clients.get(k);
     if (!c) {
-      c = this.makeClient(scopes);
+      c = createJwtClient(this.key, scopes);
       this.clients.set(k, c);
       c.catch(() => this.clients.delete(k));
     }
     return c;
-  }
-
-  private async makeClient(scopes: readonly string[]): Promise<JwtClient> {
-    const { JWT } = await import("google-auth-library");
-    const client = new JWT({
-      email: this.key.client_email,
-      key: this.key.private_key,
-      ...(this.key.private_key_id ? { keyId: this.key.private_key_id } : {}),
-      scopes: [...scopes],
-      ...(this.key.universe_domain ? { universeDomain: this.key.universe_domain } : {}),
-    });
-    const tokenUri = this.key.token_uri;
-    if (tokenUri && tokenUri !== GOOGLE_TOKEN_URL) {
-      // The library always posts to Google's token URL; send its requests to the key's token_uri instead.
-      client.transporter.interceptors.request.add({
-        resolved: async (opts) => {
-          if (String(opts.url) === GOOGLE_TOKEN_URL) opts.url = new URL(tokenUri);
-          return opts;
-        },
-      });
-    }
-    return client;
   }
 
   async accessToken(req: AccessTokenRequest): Promise<IssuedToken> {
