@@ -3,12 +3,13 @@
  * the RS256 assertion and exchanges it at the token endpoint. The key's `token_uri` is honoured, so a key can point
  * at a private or local token endpoint.
  */
-// node:crypto on first use: this module is reachable from start-up (the TPM source shares GOOGLE_TOKEN_URL), and
-// importing node:crypto there is part of ~2 ms of the compiled server's start-up (see http/listen.ts).
-const nodeCrypto = () => require("node:crypto") as typeof import("node:crypto");
 import { CredentialError } from "../errors.ts";
 import type { AccessTokenRequest, CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
 import { jwtExpiry } from "./static.ts";
+
+// node:crypto on first use: this module is reachable from start-up (sources share GOOGLE_TOKEN_URL and helpers), and
+// importing node:crypto there is part of ~2 ms of the compiled server's start-up (see http/listen.ts).
+const nodeCrypto = () => require("node:crypto") as typeof import("node:crypto");
 
 export const GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token";
 
