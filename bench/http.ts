@@ -22,7 +22,7 @@
  * measured back to back (judged against the targets), and the ratio of the medians. Everything binds 127.0.0.1 and is stopped at the end (or on Ctrl-C).
  */
 import { readFileSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { loadavg, cpus } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -191,12 +191,13 @@ async function main(argv: string[]): Promise<number> {
   if (load > cores / 2) console.log(`  warning: the machine is busy (load ${load.toFixed(2)} on ${cores} cores); numbers will be noisy`);
 
   const targets: Target[] = [];
+  let built: string | undefined;
   try {
     const baseline = await start("baseline", [BUN, join(ROOT, "bench/baseline-server.ts")], cwd);
     targets.push(await start("server (bun src/cli.ts)", [BUN, join(ROOT, "src/cli.ts")], cwd));
     if (o.binary) {
-      const exe = await compile({ outfile: join(ROOT, ".tmp", "bench", "gce_metadata_server"), defines: versionDefines(await versionFacts()), quiet: true });
-      targets.push(await start("server (compiled)", [exe], cwd));
+      built = await compile({ outfile: join(ROOT, ".tmp", "bench", "gce_metadata_server-http"), defines: versionDefines(await versionFacts()), quiet: true });
+      targets.push(await start("server (compiled)", [built], cwd));
     }
     const references: Target[] = [];
     if (o.floor) {
@@ -266,6 +267,7 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     for (const p of running) p.kill();
     await Promise.all(running.map((p) => p.exited));
+    if (built) await rm(built, { force: true });
   }
 }
 

@@ -9,7 +9,7 @@
  * Node built-ins, elysia), an Elysia app behind Bun.serve as src/http/app.ts wires it, the server's own modules and
  * snapshot compile without Elysia (src/http/handler.ts behind Bun.serve); the last row is the server (src/cli.ts).
  */
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { compile } from "../scripts/build.ts";
 import { alternate, describe, median } from "./startup.ts";
@@ -64,7 +64,8 @@ async function main(argv: string[]): Promise<void> {
   names.push("server (src/cli.ts)");
   exes.push(await compile({ outfile: join(DIR, "server"), quiet: true }));
   console.log(`start-up breakdown: ${runs} alternating runs each, compiled with --bytecode`);
-  const samples = await alternate(exes, runs);
+  // ~110 MB per executable: remove them when done.
+  const samples = await alternate(exes, runs).finally(() => rm(DIR, { recursive: true, force: true }));
   const base = median(samples[0]!.map((x) => x.ms));
   for (const [k, name] of names.entries()) {
     const m = median(samples[k]!.map((x) => x.ms));

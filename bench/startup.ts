@@ -12,7 +12,7 @@
  * RSS under 60 MB. `--strict` exits 1 when a target is missed.
  */
 import { readFileSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { compile, versionDefines, versionFacts } from "../scripts/build.ts";
 
@@ -156,7 +156,9 @@ export async function main(argv: string[]): Promise<number> {
   const { server, baseline } = await buildBoth(o);
   console.log(`start-up: ${o.runs} alternating runs each, poll every ${o.pollMs} ms, bytecode ${o.bytecode ? "on" : "off"}`);
   console.log(`  server   ${server}\n  baseline ${baseline}`);
-  const [s, b] = await alternate([server, baseline], o.runs, o.pollMs);
+  // The executables it built (~110 MB each) go when it is done; ones given with --server/--baseline stay.
+  const built = [o.server ? undefined : server, o.baseline ? undefined : baseline].filter((f): f is string => f !== undefined);
+  const [s, b] = await alternate([server, baseline], o.runs, o.pollMs).finally(() => Promise.all(built.map((f) => rm(f, { force: true }))));
   console.log(`  baseline  ${describe(b!)}`);
   console.log(`  server    ${describe(s!)}`);
   const ratio = median(s!.map((x) => x.ms)) / median(b!.map((x) => x.ms));
