@@ -3,7 +3,7 @@
  * and Python's google-auth (Debian's packages), and the gcloud CLI. The test command installs the Debian packages.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from "jose";
@@ -13,11 +13,17 @@ const FIXTURES = join(import.meta.dir, "fixtures");
 const EMAIL = "123456789012-compute@developer.gserviceaccount.com";
 let server: MetadataServer;
 let env: Record<string, string>;
+const scratch: string[] = [];
+const tempDir = (prefix: string) => {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  scratch.push(d);
+  return d;
+};
 
 beforeAll(async () => {
   server = new MetadataServer({ serverConfig: { port: 0 } });
   await server.start();
-  const home = mkdtempSync(join(tmpdir(), "clients-"));
+  const home = tempDir("clients-");
   env = {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
     HOME: home,
@@ -27,7 +33,14 @@ beforeAll(async () => {
     CLOUDSDK_CONFIG: join(home, "gcloud"),
   };
 });
-afterAll(() => server.stop());
+afterAll(async () => {
+  await server.stop();
+  // Go's module cache is read-only; chmod it writable so it can be removed.
+  for (const d of scratch) {
+    Bun.spawnSync(["chmod", "-R", "u+w", d]);
+    rmSync(d, { recursive: true, force: true });
+  }
+});
 
 async function run(cmd: string[], extraEnv: Record<string, string> = {}) {
   const missing = cmd[0]!.startsWith("/") ? !(await Bun.file(cmd[0]!).exists()) : !Bun.which(cmd[0]!);
@@ -45,7 +58,7 @@ async function serverToken(): Promise<string> {
 
 describe("Go: cloud.google.com/go/compute/metadata", () => {
   test("reads every helper's value; 404s become NotDefinedError", async () => {
-    const gopath = mkdtempSync(join(tmpdir(), "gopath-"));
+    const gopath = tempDir("gopath-");
     const out = JSON.parse(
       await run(["go", "run", join(FIXTURES, "metadata_go.go")], {
         GOPATH: `/usr/share/gocode:${gopath}`,
