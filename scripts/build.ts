@@ -76,6 +76,9 @@ export async function compile(o: CompileOptions): Promise<string> {
     "--minify-whitespace",
     "--minify-syntax",
     "--sourcemap=none",
+    // ESM with code splitting: modules reached only through import() stay out of the start-up path.
+    "--format=esm",
+    "--splitting",
     ...(o.bytecode === false ? [] : ["--bytecode"]),
     ...(o.target ? [`--target=${o.target}`] : []),
     ...Object.entries(o.defines ?? {}).flatMap(([k, v]) => ["--define", `${k}=${JSON.stringify(v)}`]),

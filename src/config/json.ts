@@ -27,7 +27,27 @@ export class JsonSyntaxError extends Error {
 
 const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
 
+/** Native JSON.parse keeping each number's source text (JSC passes it to the reviver); null-prototype objects. */
+function reviver(this: unknown, _key: string, value: unknown, context?: { source?: string }): unknown {
+  if (typeof value === "number") return new JsonNumber(context?.source ?? String(value));
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) return Object.assign(Object.create(null), value);
+  return value;
+}
+
+/**
+ * Parse JSON text. The native parser does the work; when it refuses the text, the parser below runs to say where,
+ * by line and column. Duplicate keys: the last one wins, as with JSON.parse and Go's decoder.
+ */
 export function parseJson(text: string): JsonValue {
+  const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  try {
+    return JSON.parse(body, reviver as (key: string, value: unknown) => unknown) as JsonValue;
+  } catch {
+    return parsePositioned(text);
+  }
+}
+
+function parsePositioned(text: string): JsonValue {
   let i = 0;
   // A UTF-8 byte-order mark is common in files written on Windows.
   if (text.charCodeAt(0) === 0xfeff) i = 1;
@@ -132,9 +152,7 @@ export function parseJson(text: string): JsonValue {
       for (;;) {
         skip();
         if (text[i] !== '"') fail(`expected a quoted key, found ${describe(i)}`);
-        const keyAt = i;
         const key = parseString();
-        if (Object.prototype.hasOwnProperty.call(obj, key)) fail(`duplicate key ${JSON.stringify(key)}`, keyAt);
         skip();
         if (text[i] !== ":") fail(`expected ':' after key ${JSON.stringify(key)}, found ${describe(i)}`);
         i++;

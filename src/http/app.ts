@@ -24,17 +24,16 @@ function pathAndQuery(url: string): string {
 /** The listener's fetch handler: the guard, then the app's routes. */
 export function createFetch(state: ServingState, options: AppOptions = {}): (req: Request, server: ServerHooks) => Response | Promise<Response> {
   const guard = createMetadataHandler(state);
-  // Built on the first request outside the tree: loading Elysia cost the compiled server ~1.2 ms of its start-up
-  // (bench/startup.ts), and many runs never serve anything but the tree.
+  // Built on the first request outside the tree: Elysia is most of the bundle, and in the compiled executable a
+  // dynamic import keeps it in its own chunk, off the start-up path (bench/startup.ts); many runs never need it.
   let app: ReturnType<typeof createApp> | undefined;
-  return (req, server) => guard(req, server) ?? (app ??= createApp(state, options)).handle(req);
+  return (req, server) => guard(req, server) ?? (app ??= createApp(state, options)).then((a) => a.handle(req));
 }
 
 /** Routes beside the metadata tree. */
-export function createApp(state: ServingState, options: AppOptions = {}) {
-  // `require`, not a static import, so Elysia (and the control API, which is built on it) load only when used.
-  const { Elysia } = require("elysia") as typeof import("elysia");
-  const { controlRoutes } = require("./control.ts") as typeof import("./control.ts");
+export async function createApp(state: ServingState, options: AppOptions = {}) {
+  const { Elysia } = await import("elysia");
+  const { controlRoutes } = await import("./control.ts");
   return (
     new Elysia({ strictPath: true })
       // OpenID discovery for the issuer that signs ID tokens here (emulated issuer), so apps verify them offline.

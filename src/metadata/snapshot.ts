@@ -21,22 +21,36 @@ export const BASE_HEADERS = {
 export const TEXT = "application/text";
 export const JSON_TYPE = "application/json";
 
-/** One servable representation: body, type, ETag and the complete header set, built once. */
+/**
+ * One servable representation: body, type, ETag and the complete header set. The ETag (an MD5) and the headers are
+ * made on first use and kept, so compiling a snapshot hashes nothing that is never asked for.
+ */
 export class Rendering {
-  readonly init: ResponseInit;
+  private _etag: string | undefined;
+  private _init: ResponseInit | undefined;
   constructor(
     readonly body: string,
     readonly contentType: string,
-    readonly etag: string,
-  ) {
-    const headers: Record<string, string> = { ...BASE_HEADERS, "Content-Type": contentType };
+    /** Whose ETag this carries: its own body's (default), another rendering's (alt forms), or none (""). */
+    private readonly etagFrom?: Rendering | "",
+  ) {}
+
+  get etag(): string {
+    if (this._etag !== undefined) return this._etag;
+    const from = this.etagFrom;
+    return (this._etag = from === "" ? "" : from ? from.etag : etagOf(this.body));
+  }
+
+  get init(): ResponseInit {
+    if (this._init) return this._init;
+    const headers: Record<string, string> = { ...BASE_HEADERS, "Content-Type": this.contentType };
+    const etag = this.etag;
     if (etag) headers.ETag = etag;
     // A Headers instance, not a plain object: Bun copies it into each Response far more cheaply.
-    this.init = { headers: new Headers(headers) };
+    return (this._init = { headers: new Headers(headers) });
   }
 }
 
-/** `disabled`: the guest-attributes directory while the feature is off; every read under it is refused. */
 export type NodeKind = "dir" | "leaf" | "token" | "identity" | "disabled";
 
 /** What recursive JSON and listings need to know about a child. */
@@ -77,7 +91,7 @@ export class MetaNode {
 
   /** Leaves with alt=json: the node's JSON value. */
   get altJson(): Rendering {
-    return (this._altJson ??= new Rendering(this.json, JSON_TYPE, this.plain.etag));
+    return (this._altJson ??= new Rendering(this.json, JSON_TYPE, this.plain));
   }
 
   /** Leaves with alt=text: scalars as text, lists one item per line. */
@@ -85,7 +99,7 @@ export class MetaNode {
     if (this._altText) return this._altText;
     const s = this.source;
     const body = s?.k === "values" ? lines(s.items) : this.plain.body;
-    return (this._altText = new Rendering(body, TEXT, this.plain.etag));
+    return (this._altText = new Rendering(body, TEXT, this.plain));
   }
 
   /** Directories with recursive=true&alt=text: `path value` lines relative to this node. */
@@ -93,7 +107,7 @@ export class MetaNode {
     if (this._recursiveText) return this._recursiveText;
     const out: string[] = [];
     textLines(this, "", out);
-    return (this._recursiveText = new Rendering(lines(out), TEXT, this.recursive!.etag));
+    return (this._recursiveText = new Rendering(lines(out), TEXT, this.recursive!));
   }
 }
 
@@ -220,20 +234,20 @@ export class Snapshot {
     switch (t.k) {
       case "scalar":
         node.json = t.json;
-        node.plain = new Rendering(t.text, TEXT, etagOf(t.text));
+        node.plain = new Rendering(t.text, TEXT);
         break;
       case "values": {
         node.json = JSON.stringify(t.items);
         // instance/tags is JSON by default; other lists are lines.
         node.plain =
           path === `${V1}instance/tags`
-            ? new Rendering(node.json, JSON_TYPE, etagOf(node.json))
-            : new Rendering(lines(t.items), TEXT, etagOf(lines(t.items)));
+            ? new Rendering(node.json, JSON_TYPE)
+            : new Rendering(lines(t.items), TEXT);
         break;
       }
       case "doc":
         node.json = t.json;
-        node.plain = new Rendering(t.json, JSON_TYPE, etagOf(t.json));
+        node.plain = new Rendering(t.json, JSON_TYPE);
         break;
     }
     return node;
@@ -274,8 +288,8 @@ export class Snapshot {
         .sort((a, b) => (a.jsonKey < b.jsonKey ? -1 : a.jsonKey > b.jsonKey ? 1 : 0));
       node.json = `{${keyed.map((c) => `${JSON.stringify(c.jsonKey)}:${c.node.json}`).join(",")}}`;
     }
-    node.plain = new Rendering(listing, TEXT, etagOf(listing));
-    node.recursive = new Rendering(node.json, JSON_TYPE, etagOf(node.json));
+    node.plain = new Rendering(listing, TEXT);
+    node.recursive = new Rendering(node.json, JSON_TYPE);
   }
 
   private instanceIdentity(created: number): InstanceIdentity {

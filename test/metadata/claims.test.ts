@@ -34,11 +34,20 @@ describe("JSON parser", () => {
       ['{"a": tru}', /line 1, column 7: unexpected "t"/],
       ['{"a": "x\n"}', /line 1, column 9: control character/],
       ['{"a": 1 "b": 2}', /line 1, column 9: expected ',' or '}'/],
-      ['{"a": 1, "a": 2}', /duplicate key "a"/],
       ["", /line 1, column 1: unexpected end of file/],
       ['{"a": 1} x', /after the end of the document/],
     ];
     for (const [text, re] of cases) expect(() => parseJson(text)).toThrow(re);
+  });
+
+  test("a duplicate key: the last one wins, as with JSON.parse and Go", () => {
+    expect(stringify(parseJson('{"a": 1, "a": 2}'))).toBe('{"a":2}');
+  });
+
+  test("the native fast path keeps number text exactly and yields null-prototype objects", () => {
+    const v = parseJson('{"__proto__": {"x": 1}, "n": [1.50, -0, 1e400]}') as Record<string, unknown>;
+    expect(Object.getPrototypeOf(v)).toBeNull();
+    expect(stringify(v as never)).toBe('{"__proto__":{"x":1},"n":[1.50,-0,1e400]}');
   });
 
   test("decodes escapes and tolerates a byte-order mark", () => {
