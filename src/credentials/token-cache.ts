@@ -10,12 +10,21 @@ import type { Account, CredentialSource, IdTokenRequest, InstanceIdentity, Issue
 export class CachedToken {
   private renderedAt = -1;
   private rendered = "";
+  /** Until then the token is served as is; after it, served while a refresh runs behind. */
+  readonly refreshAt: number;
+  /** After it the token is never handed out: callers wait for the new one. */
+  readonly floorAt: number;
   constructor(
     readonly token: string,
     readonly expiresAt: number,
-    /** Lifetime when minted, to scale the refresh margins for short-lived tokens. */
+    /** Lifetime when minted: short-lived tokens (tests, custom sources) scale the margins down so they are reused. */
     readonly lifetime: number,
-  ) {}
+    refreshAhead: number,
+    minRemaining: number,
+  ) {
+    this.refreshAt = expiresAt - Math.min(refreshAhead, lifetime / 2);
+    this.floorAt = expiresAt - Math.min(minRemaining, lifetime / 4);
+  }
 
   /** Whole seconds left, as `expires_in`. */
   expiresIn(now = Date.now()): number {
@@ -82,7 +91,7 @@ export class TokenCache {
   /** An access token; synchronous when a fresh one is cached, so the hot path allocates no promise. */
   accessToken(account: Account, scopes: readonly string[]): CachedToken | Promise<CachedToken> {
     const key = scopes === account.scopes ? this.configuredKey(account) : accessKey(account.email, scopes);
-    return this.get(key, "access", () => this.source.accessToken({ account, scopes }));
+    return this.fresh(key, "access") ?? this.get(key, "access", () => this.source.accessToken({ account, scopes }));
   }
 
   /** Cache keys for accounts' configured scopes, built once per account: the common request builds no strings. */
@@ -99,7 +108,7 @@ export class TokenCache {
   idToken(request: IdTokenRequest): CachedToken | Promise<CachedToken> {
     const { account, audience, format, licenses } = request;
     const key = `i\u0000${account.email}\u0000${format}\u0000${licenses ? 1 : 0}\u0000${audience}`;
-    return this.get(key, "identity", () => this.source.idToken(request));
+    return this.fresh(key, "identity") ?? this.get(key, "identity", () => this.source.idToken(request));
   }
 
   /** Forget cached tokens: all of them, or one kind (identity tokens after the instance's facts change). */
@@ -113,20 +122,24 @@ export class TokenCache {
     return this.slots.size;
   }
 
+  /** The hot path: a cached token well inside its lifetime, with no closure or promise made. */
+  private fresh(key: string, kind: "access" | "identity"): CachedToken | undefined {
+    const value = this.slots.get(key)?.value;
+    if (value === undefined || this.now() >= value.refreshAt) return undefined;
+    this.events.hit?.(kind);
+    return value;
+  }
+
   private get(key: string, kind: "access" | "identity", mint: () => Promise<IssuedToken>): CachedToken | Promise<CachedToken> {
     let slot = this.slots.get(key);
     const now = this.now();
     const value = slot?.value;
     if (value) {
-      const left = value.expiresAt - now;
-      // Short-lived tokens (tests, custom sources) scale the margins down so they are still reused.
-      const ahead = Math.min(this.refreshAhead, value.lifetime / 2);
-      const floor = Math.min(this.minRemaining, value.lifetime / 4);
-      if (left > ahead) {
+      if (now < value.refreshAt) {
         this.events.hit?.(kind);
         return value;
       }
-      if (left > floor) {
+      if (now < value.floorAt) {
         this.events.hit?.(kind);
         if (!slot!.inflight) {
           this.start(slot!, kind, mint).catch((e) => this.events.refreshFailed?.(kind, e));
@@ -152,7 +165,7 @@ export class TokenCache {
         (issued) => {
           const lifetime = issued.expiresAt - this.now();
           if (!(lifetime > 0)) throw new Error("the credential source returned an already expired token");
-          const cached = new CachedToken(issued.token, issued.expiresAt, lifetime);
+          const cached = new CachedToken(issued.token, issued.expiresAt, lifetime, this.refreshAhead, this.minRemaining);
           slot.value = cached;
           this.events.upstream?.(kind, (this.now() - started) / 1000, true);
           return cached;
