@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRemoteJWKSet, jwtVerify } from "jose";
+import { runCliToExit, serveCli } from "../helpers/cli.ts";
 import { parseFlags } from "../../src/cli/flags.ts";
 import { makeAuthorizedUser, makeServiceAccountKey, makeSubjectIssuer, startFakeGoogle, type FakeGoogle, type ServiceAccountKey } from "../fakes/google.ts";
 
@@ -46,47 +47,10 @@ afterAll(async () => {
 const baseEnv = () => ({ PATH: process.env.PATH ?? "" });
 
 /** Run to completion (start-ups that must fail). */
-async function run(args: string[], env: Record<string, string> = {}) {
-  const p = Bun.spawn([process.execPath, CLI, "-port", ":0", ...args], { cwd: dir, env: { ...baseEnv(), ...env }, stdout: "pipe", stderr: "pipe" });
-  const timer = setTimeout(() => p.kill(), 15_000); // a start-up that should fail but serves instead
-  const [stderr, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
-  clearTimeout(timer);
-  return { stderr, code, errors: stderr.split("\n").filter((l) => / ERROR /.test(l)) };
-}
+const run = (args: string[], env: Record<string, string> = {}) => runCliToExit(["-port", ":0", ...args], { cwd: dir, env: { HOME: undefined, ...baseEnv(), ...env } });
 
 /** Start a server; resolves once it logs its URL. */
-async function serve(args: string[], env: Record<string, string> = {}) {
-  const p = Bun.spawn([process.execPath, CLI, "-port", ":0", ...args], { cwd: dir, env: { ...baseEnv(), ...env }, stdout: "pipe", stderr: "pipe" });
-  const reader = p.stderr.getReader();
-  let log = "";
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`server exited (${await p.exited}): ${log}`);
-    log += new TextDecoder().decode(value);
-    const m = /listening url=(http:\/\/\S+)/.exec(log);
-    if (m) {
-      (async () => {
-        for (;;) {
-          const r = await reader.read().catch(() => ({ done: true, value: undefined }));
-          if (r.done) break;
-          log += new TextDecoder().decode(r.value);
-        }
-      })();
-      const url = m[1]!;
-      return {
-        log: () => log,
-        get: (path: string) => fetch(url + path, { headers: { "Metadata-Flavor": "Google" } }),
-        stop: async () => {
-          p.kill("SIGTERM");
-          return p.exited;
-        },
-      };
-    }
-  }
-  p.kill();
-  throw new Error(`server did not start: ${log}`);
-}
+const serve = (args: string[], env: Record<string, string> = {}) => serveCli(args, { cwd: dir, env: { HOME: undefined, ...baseEnv(), ...env } });
 
 test("-iamURL: this program's flag, with Google's default", () => {
   expect(parseFlags([]).iamURL).toBe("https://iamcredentials.googleapis.com");

@@ -5,46 +5,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFlags, parseGoInt } from "../../src/cli/flags.ts";
 import { makeServiceAccountKey, startFakeGoogle, type FakeGoogle } from "../fakes/google.ts";
+import { runCliToExit, serveCli } from "../helpers/cli.ts";
 
 const ROOT = join(import.meta.dir, "../..");
-const CLI = join(ROOT, "src/cli.ts");
 const dir = mkdtempSync(join(tmpdir(), "gce-cli-"));
 
 /** Run the CLI to completion (for flags that exit). */
-async function run(args: string[], env: Record<string, string> = {}, cwd = dir) {
-  const p = Bun.spawn([process.execPath, CLI, ...args], { cwd, env: { PATH: process.env.PATH ?? "", ...env }, stdout: "pipe", stderr: "pipe" });
-  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  return { stdout, stderr, code };
-}
+const run = (args: string[], env: Record<string, string> = {}, cwd = dir) => runCliToExit(args, { env: { HOME: dir, ...env }, cwd });
 
-/** Start the CLI as a server; resolves once it logs its URL. */
-async function serve(args: string[], env: Record<string, string> = {}, cwd = dir) {
-  const p = Bun.spawn([process.execPath, CLI, "-port", ":0", ...args], { cwd, env: { PATH: process.env.PATH ?? "", ...env }, stdout: "pipe", stderr: "pipe" });
-  const reader = p.stderr.getReader();
-  let log = "";
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`server exited: ${log}`);
-    log += new TextDecoder().decode(value);
-    const m = /listening url=(http:\/\/\S+)/.exec(log);
-    if (m) {
-      reader.releaseLock();
-      const url = m[1]!;
-      return {
-        url,
-        log: () => log,
-        get: (path: string) => fetch(url + path, { headers: { "Metadata-Flavor": "Google" } }),
-        stop: async () => {
-          p.kill("SIGTERM");
-          return p.exited;
-        },
-      };
-    }
-  }
-  p.kill();
-  throw new Error(`server did not start: ${log}`);
-}
+/** Start the CLI as a server on a free port; resolves once it logs its URL. */
+const serve = (args: string[], env: Record<string, string> = {}, cwd = dir) => serveCli(args, { env: { HOME: dir, ...env }, cwd });
 
 describe("flag parsing (Go syntax)", () => {
   test("every form Go accepts", () => {

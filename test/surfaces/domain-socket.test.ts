@@ -9,7 +9,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ListenError, MetadataServer } from "../../src/index.ts";
-import { runCli, runCliToExit } from "./cli-process.ts";
+import { runCli, runCliToExit } from "../helpers/cli.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mds-socket-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -7,7 +7,7 @@
  * skipped and its name says exactly why.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { runCli, type CliProcess } from "./cli-process.ts";
+import { runCli, type CliProcess } from "../helpers/cli.ts";
 
 const NS = `mds-test-${process.pid}`;
 

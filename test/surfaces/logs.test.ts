@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import { createLogger, levelForVerbosity } from "../../src/observability/log.ts";
 import { makeServiceAccountKey, startFakeGoogle, type FakeGoogle, type ServiceAccountKey } from "../fakes/google.ts";
-import { listeningUrl, metricsUrl, runCli, type CliProcess } from "./cli-process.ts";
+import { listeningUrl, metricsUrl, runCli, type CliProcess } from "../helpers/cli.ts";
 
 const V1 = "/computeMetadata/v1/";
 const H = { "Metadata-Flavor": "Google" };

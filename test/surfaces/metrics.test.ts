@@ -14,7 +14,7 @@ import { createLogger } from "../../src/observability/log.ts";
 import { instrument } from "../../src/observability/requests.ts";
 import { VERSION } from "../../src/version.ts";
 import { checkHistogram, parsePrometheusText, sampleValue, type Family } from "./prom-text.ts";
-import { metricsUrl as cliMetricsUrl, runCli, runCliToExit } from "./cli-process.ts";
+import { metricsUrl as cliMetricsUrl, runCli, runCliToExit } from "../helpers/cli.ts";
 
 const V1 = "/computeMetadata/v1/";
 const H = { "Metadata-Flavor": "Google" };

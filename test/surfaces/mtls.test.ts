@@ -8,7 +8,7 @@ import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ListenError, MetadataServer } from "../../src/index.ts";
-import { CERTS, listeningUrl, runCli, runCliToExit } from "./cli-process.ts";
+import { CERTS, listeningUrl, runCli, runCliToExit } from "../helpers/cli.ts";
 
 const cert = (name: string) => join(CERTS, name);
 const pem = (name: string) => readFileSync(cert(name), "utf8");

@@ -13,6 +13,7 @@ import { startFakeGoogle, type FakeGoogle } from "../fakes/google.ts";
 import { requireTpmTools, startSwtpm, type Swtpm } from "../helpers/swtpm.ts";
 import { Tpm2Tools, type GeneratedKey } from "../helpers/tpm2-tools.ts";
 import { compile } from "../../scripts/build.ts";
+import { runCliToExit, serveCli } from "../helpers/cli.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 const CLI = join(ROOT, "src/cli.ts");
@@ -60,48 +61,10 @@ function tpmArgs(...extra: string[]): string[] {
 }
 
 /** Run to completion (for start-ups that must fail). */
-async function run(args: string[], cmd: Command = SOURCE) {
-  const p = Bun.spawn([...cmd, "-port", ":0", ...args], { cwd: dir, env: { PATH: process.env.PATH ?? "" }, stdout: "pipe", stderr: "pipe" });
-  const timer = setTimeout(() => p.kill(), 20_000); // a start-up that should fail but serves instead
-  const [stderr, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
-  clearTimeout(timer);
-  return { stderr, code, errors: stderr.split("\n").filter((l) => / ERROR /.test(l)) };
-}
+const run = (args: string[], cmd: Command = SOURCE) => runCliToExit(["-port", ":0", ...args], { command: cmd, cwd: dir, env: { HOME: dir } });
 
 /** Start a server; resolves once it logs its URL. */
-async function serve(args: string[], cmd: Command = SOURCE) {
-  const p = Bun.spawn([...cmd, "-port", ":0", ...args], { cwd: dir, env: { PATH: process.env.PATH ?? "" }, stdout: "pipe", stderr: "pipe" });
-  const reader = p.stderr.getReader();
-  let log = "";
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`server exited (${await p.exited}): ${log}`);
-    log += new TextDecoder().decode(value);
-    const m = /listening url=(http:\/\/\S+)/.exec(log);
-    if (m) {
-      // keep draining stderr so the child never blocks on a full pipe
-      (async () => {
-        for (;;) {
-          const r = await reader.read().catch(() => ({ done: true, value: undefined }));
-          if (r.done) break;
-          log += new TextDecoder().decode(r.value);
-        }
-      })();
-      const url = m[1]!;
-      return {
-        log: () => log,
-        get: (path: string) => fetch(url + path, { headers: { "Metadata-Flavor": "Google" } }),
-        stop: async () => {
-          p.kill("SIGTERM");
-          return p.exited;
-        },
-      };
-    }
-  }
-  p.kill();
-  throw new Error(`server did not start: ${log}`);
-}
+const serve = (args: string[], cmd: Command = SOURCE) => serveCli(args, { command: cmd, cwd: dir, env: { HOME: dir } });
 
 async function selfSigned(token: string, scope = CLOUD_PLATFORM): Promise<void> {
   const { payload, protectedHeader } = await jwtVerify(token, key.publicKey, { algorithms: ["RS256"] });

@@ -21,12 +21,14 @@ export interface CliOptions {
   cwd?: string;
   /** Run under a wrapper, e.g. `["ip", "netns", "exec", "ns1"]`. */
   prefix?: string[];
+  /** The program: the source CLI by default, or e.g. a compiled executable. */
+  command?: string[];
 }
 
 export function runCli(args: string[], options: CliOptions = {}): CliProcess {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries({ PATH: process.env.PATH, HOME: process.env.HOME, ...options.env })) if (v !== undefined) env[k] = v;
-  const proc = Bun.spawn([...(options.prefix ?? []), process.execPath, CLI, ...args], {
+  const proc = Bun.spawn([...(options.prefix ?? []), ...(options.command ?? [process.execPath, CLI]), ...args], {
     cwd: options.cwd ?? ROOT,
     env,
     stdout: "pipe",
@@ -83,13 +85,45 @@ export function runCli(args: string[], options: CliOptions = {}): CliProcess {
   };
 }
 
-/** Run the CLI expecting it to exit by itself (start-up errors); returns the code and stderr. */
-export async function runCliToExit(args: string[], options: CliOptions = {}, timeoutMs = 10_000): Promise<{ code: number; stderr: string }> {
+/** Run the CLI expecting it to exit by itself (start-up errors, -version); a server that starts instead is killed. */
+export async function runCliToExit(
+  args: string[],
+  options: CliOptions = {},
+  timeoutMs = 20_000,
+): Promise<{ code: number; stdout: string; stderr: string; errors: string[] }> {
   const p = runCli(args, options);
+  const stdout = new Response(p.proc.stdout as ReadableStream<Uint8Array>).text();
   const timer = setTimeout(() => p.proc.kill("SIGKILL"), timeoutMs);
   const code = await p.exited;
   clearTimeout(timer);
-  return { code, stderr: p.stderr() };
+  const stderr = p.stderr();
+  return { code, stdout: await stdout, stderr, errors: stderr.split("\n").filter((l) => / ERROR /.test(l)) };
+}
+
+/** A started CLI server: its URL, its log so far, a GET with Metadata-Flavor, and a SIGTERM stop. */
+export interface ServedCli {
+  url: string;
+  log(): string;
+  get(path: string): Promise<Response>;
+  stop(): Promise<number>;
+}
+
+/** Start the CLI as a server (on a free port unless args say otherwise); resolves once it logs its URL. */
+export async function serveCli(args: string[], options: CliOptions = {}): Promise<ServedCli> {
+  const p = runCli(["-port", ":0", ...args], options);
+  let url: string;
+  try {
+    url = await listeningUrl(p);
+  } catch (e) {
+    await p.stop();
+    throw e;
+  }
+  return {
+    url,
+    log: () => p.stderr(),
+    get: (path) => fetch(url + path, { headers: { "Metadata-Flavor": "Google" } }),
+    stop: () => p.stop(),
+  };
 }
 
 /** URL and port the CLI reports in its "listening" line. */
