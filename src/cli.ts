@@ -3,7 +3,7 @@
  * gce_metadata_server: the command line, drop-in for salrashid123/gce_metadata_server. Flags and environment
  * variables keep that program's names and defaults; with no credentials it runs the emulated issuer.
  */
-import { FLAGS, parseFlags, usage, type FlagName, type Flags } from "./cli/flags.ts";
+import { parseFlags, usage, type FlagName, type Flags } from "./cli/flags.ts";
 import { ConfigError, CredentialError, MetadataError, UsageError } from "./errors.ts";
 import { createLogger, levelForVerbosity, type Logger } from "./observability/log.ts";
 import { DEFAULT_CONFIG_TEXT, MetadataServer, type MetadataServerOptions, type ServerConfig } from "./index.ts";
@@ -15,14 +15,6 @@ import { overlayStatic } from "./credentials/static.ts";
 import { checkTpmFlags, openTpmSource } from "./cli/tpm.ts";
 import { VERSION, BUILD_DATE, COMMIT } from "./version.ts";
 import { parseMaintenanceSpec, parsePreemptionSpec, type MaintenanceSpec, type PreemptionSpec } from "./changes/lifecycle.ts";
-
-/** Flags whose capability is not built yet: refusing beats silently serving something else. */
-const NOT_YET: FlagName[] = [];
-
-function isSet(flags: Flags, name: FlagName): boolean {
-  const v = flags[name];
-  return flags.explicit.has(name) && v !== FLAGS[name].default && v !== false && v !== "";
-}
 
 /** Flags that only mean something beside another one. */
 const IGNORED_WITHOUT: Array<[FlagName, "usemTLS" | "metricsEnabled" | "domainsocket"]> = [
@@ -104,12 +96,6 @@ export async function main(argv: string[], env: Record<string, string | undefine
   if (flags.version) {
     process.stdout.write(`Version: ${VERSION}\nDate: ${BUILD_DATE}\nCommit: ${COMMIT}\n`);
     return 0;
-  }
-  for (const name of NOT_YET) {
-    if (isSet(flags, name)) {
-      process.stderr.write(`not supported yet: -${name}\n`);
-      return 2;
-    }
   }
   const listener = listenerConfig(flags);
   if (typeof listener === "string") {
