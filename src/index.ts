@@ -18,7 +18,7 @@ import type { CredentialSource } from "./credentials/source.ts";
 import { EmulatedIssuer } from "./credentials/emulated.ts";
 import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
 import { createFetch } from "./http/app.ts";
-import type { ServingState, WaitService } from "./http/handler.ts";
+import type { ServingState } from "./http/handler.ts";
 import { silentLogger, type Logger } from "./observability/log.ts";
 import { ConfigError } from "./errors.ts";
 import { fromPlain } from "./config/json.ts";
@@ -315,10 +315,6 @@ export class MetadataServer {
       this.state.log.error(`config reload failed, still serving the last good config: ${e.message}`);
       return false;
     }
-  }
-
-  set waits(w: WaitService | undefined) {
-    this.state.waits = w;
   }
 
   /** Start listening. Resolves with the bound address; port 0 reports the port picked. */

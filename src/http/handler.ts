@@ -51,6 +51,8 @@ export interface ServerHooks {
 
 const TOKEN_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": JSON_TYPE }) };
 const IDENTITY_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": TEXT }) };
+const accessTokenBody = (t: CachedToken): string => t.accessTokenBody();
+const bareToken = (t: CachedToken): string => t.token;
 const FORBIDDEN_IN_PATH = /%(?:21|24|27|28|29|2a|2c|40)/i;
 const DEFAULT_HOST = "metadata.google.internal";
 
@@ -63,10 +65,26 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     return new Response(r.body, r.init);
   }
 
-  function tokenFailure(what: string, account: Account, e: unknown): Response {
-    const reason = redact(e instanceof Error ? e.message : String(e));
-    log.error(`${what} failed`, { account: account.email, error: reason });
-    return plain(500, `Failed to obtain ${what} for ${account.email}: ${reason}\n`);
+  /**
+   * Answer from the token cache: at once when a fresh token is cached (no closure or promise made), else when the
+   * source answers. The cache never throws; a source's failure arrives as the promise's rejection.
+   */
+  function issue(
+    what: string,
+    account: Account,
+    t: CachedToken | Promise<CachedToken>,
+    body: (t: CachedToken) => string,
+    init: ResponseInit,
+  ): Handled {
+    if (t instanceof CachedToken) return new Response(body(t), init);
+    return t.then(
+      (v) => new Response(body(v), init),
+      (e: unknown) => {
+        const reason = redact(e instanceof Error ? e.message : String(e));
+        log.error(`${what} failed`, { account: account.email, error: reason });
+        return plain(500, `Failed to obtain ${what} for ${account.email}: ${reason}\n`);
+      },
+    );
   }
 
   function token(node: MetaNode, params: Params | undefined): Handled {
@@ -74,16 +92,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     if (params && flag(params, "wait_for_change")) return badRequest("wait_for_change is not supported for the token endpoint");
     const requested = params?.get("scopes");
     const scopes = requested ? requested.split(",").map((s) => s.trim()).filter(Boolean) : account.scopes;
-    try {
-      const t = state.tokens.accessToken(account, scopes);
-      if (t instanceof CachedToken) return new Response(t.accessTokenBody(), TOKEN_INIT);
-      return t.then(
-        (v) => new Response(v.accessTokenBody(), TOKEN_INIT),
-        (e) => tokenFailure("an access token", account, e),
-      );
-    } catch (e) {
-      return tokenFailure("an access token", account, e);
-    }
+    return issue("an access token", account, state.tokens.accessToken(account, scopes), accessTokenBody, TOKEN_INIT);
   }
 
   function identity(node: MetaNode, params: Params | undefined, snapshot: Snapshot): Handled {
@@ -95,16 +104,8 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     if (format !== "standard" && format !== "full") return badRequest(`invalid format ${JSON.stringify(format)}: use standard or full`);
     // licenses only means something with format=full.
     const licenses = format === "full" && flag(params!, "licenses");
-    try {
-      const t = state.tokens.idToken({ account, audience, format, licenses, instance: snapshot.identity });
-      if (t instanceof CachedToken) return new Response(t.token, IDENTITY_INIT);
-      return t.then(
-        (v) => new Response(v.token, IDENTITY_INIT),
-        (e) => tokenFailure("an identity token", account, e),
-      );
-    } catch (e) {
-      return tokenFailure("an identity token", account, e);
-    }
+    const t = state.tokens.idToken({ account, audience, format, licenses, instance: snapshot.identity });
+    return issue("an identity token", account, t, bareToken, IDENTITY_INIT);
   }
 
   /** Pick the representation for a node and query; a string is a 400 reason. */

@@ -191,7 +191,7 @@ describe("hooks", () => {
     let release!: () => void;
     let started!: () => void;
     const hanging = new Promise<void>((r) => (started = r));
-    server.waits = {
+    server.state.waits = {
       wait: () =>
         new Promise<void>((resolve) => {
           release = resolve;
@@ -204,16 +204,16 @@ describe("hooks", () => {
     release();
     expect((await res).status).toBe(200);
     expect(sampleValue(await scrape(murl), "metadata_waiting_requests")).toBe(0);
-    server.waits = saved;
+    server.state.waits = saved;
   });
 
   test("waiting requests: a wait that is refused (too many waiters) still counts down", async () => {
     const saved = server.state.waits;
-    server.waits = { wait: () => Promise.reject(new Error("too many waiters")) };
+    server.state.waits = { wait: () => Promise.reject(new Error("too many waiters")) };
     const res = await fetch(`${base}${V1}instance/attributes/enable-oslogin?wait_for_change=true`, { headers: H });
     expect(res.status).toBe(503);
     expect(sampleValue(await scrape(murl), "metadata_waiting_requests")).toBe(0);
-    server.waits = saved;
+    server.state.waits = saved;
   });
 
   test("reloads: replaceClaims counts successes and failures, and the account gauge follows the new config", async () => {
