@@ -196,7 +196,11 @@ async function main(argv: string[]): Promise<number> {
     const baseline = await start("baseline", [BUN, join(ROOT, "bench/baseline-server.ts")], cwd);
     targets.push(await start("server (bun src/cli.ts)", [BUN, join(ROOT, "src/cli.ts")], cwd));
     if (o.binary) {
-      built = await compile({ outfile: join(ROOT, ".tmp", "bench", "gce_metadata_server-http"), defines: versionDefines(await versionFacts()), quiet: true });
+      built = await compile({
+        outfile: join(ROOT, ".tmp", "bench", "gce_metadata_server-http"),
+        defines: versionDefines(await versionFacts()),
+        quiet: true,
+      });
       targets.push(await start("server (compiled)", [built], cwd));
     }
     const references: Target[] = [];

@@ -78,7 +78,10 @@ function wrk(server: { url: string; proc: { pid: number } }, secs: number): Run 
   return { rps: Number(m[1]), cpuUs: ((cpu1 - cpu0) * 1e6) / Number(total[1]) };
 }
 
-const load = () => loadavg().map((x) => x.toFixed(2)).join(" ");
+const load = () =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ");
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -111,12 +114,29 @@ try {
   const cpuOff = median(cpu.off);
   const cpuOn = median(cpu.on);
   console.log(`load average after: ${load()}`);
-  console.log(`median metrics off ${mOff.toFixed(0)} req/s, on ${mOn.toFixed(0)} req/s, ratio on/off ${ratio.toFixed(3)} (bar ${bar}); median of paired ratios ${pairRatio.toFixed(3)}`);
+  console.log(
+    `median metrics off ${mOff.toFixed(0)} req/s, on ${mOn.toFixed(0)} req/s, ratio on/off ${ratio.toFixed(3)} (bar ${bar}); median of paired ratios ${pairRatio.toFixed(3)}`,
+  );
   console.log(
     `median server CPU per request: off ${cpuOff.toFixed(2)} µs, on ${cpuOn.toFixed(2)} µs (+${(cpuOn - cpuOff).toFixed(2)} µs; CPU-bound throughput ratio ${(cpuOff / cpuOn).toFixed(3)})`,
   );
   console.log(
-    JSON.stringify({ bench: "metrics", path, connections, seconds, runs, off: results.off, on: results.on, medianOff: mOff, medianOn: mOn, ratio, pairRatio, cpuUsOff: cpu.off, cpuUsOn: cpu.on, load: loadavg() }),
+    JSON.stringify({
+      bench: "metrics",
+      path,
+      connections,
+      seconds,
+      runs,
+      off: results.off,
+      on: results.on,
+      medianOff: mOff,
+      medianOn: mOn,
+      ratio,
+      pairRatio,
+      cpuUsOff: cpu.off,
+      cpuUsOn: cpu.on,
+      load: loadavg(),
+    }),
   );
   process.exitCode = ratio >= bar ? 0 : 1;
 } finally {

@@ -26,7 +26,10 @@ const ENTRIES: Record<string, string> = {
   "+ import jose": `import * as jose from "jose";\n(globalThis as any).keep = jose;\n` + PORT + BARE,
   "+ import google-auth-library": `import { JWT } from "google-auth-library";\n(globalThis as any).keep = JWT;\n` + PORT + BARE,
   "+ import prom-client": `import * as prom from "prom-client";\n(globalThis as any).keep = prom;\n` + PORT + BARE,
-  "+ import node:crypto, net, fs": `import * as a from "node:crypto";\nimport * as b from "node:net";\nimport * as c from "node:fs";\n(globalThis as any).keep = [a, b, c];\n` + PORT + BARE,
+  "+ import node:crypto, net, fs":
+    `import * as a from "node:crypto";\nimport * as b from "node:net";\nimport * as c from "node:fs";\n(globalThis as any).keep = [a, b, c];\n` +
+    PORT +
+    BARE,
   "+ import elysia": `import { Elysia } from "elysia";\n(globalThis as any).keep = Elysia;\n` + PORT + BARE,
   // As src/http/app.ts wires it: Bun.serve answers the tree itself and hands other paths to an Elysia app.
   "elysia app behind Bun.serve":

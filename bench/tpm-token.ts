@@ -59,10 +59,10 @@ function ms(text: string): number {
 }
 
 function wrk(s: Running): Result {
-  const r = Bun.spawnSync(
-    ["wrk", "-t1", "-c32", `-d${SECONDS}s`, "--latency", "-H", "Metadata-Flavor: Google", s.url + PATH],
-    { stdout: "pipe", stderr: "pipe" },
-  );
+  const r = Bun.spawnSync(["wrk", "-t1", "-c32", `-d${SECONDS}s`, "--latency", "-H", "Metadata-Flavor: Google", s.url + PATH], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   const out = r.stdout.toString();
   if (r.exitCode !== 0 || /Non-2xx/.test(out)) throw new Error(`wrk failed: ${out} ${r.stderr.toString()}`);
   return {
@@ -92,12 +92,17 @@ try {
   const results: Record<"tpm" | "emulated", Result[]> = { tpm: [], emulated: [] };
   console.log(`wrk -t1 -c32 -d${SECONDS}s ${PATH}, ${ROUNDS} alternating rounds (order flips each round)`);
   for (let i = 0; i < ROUNDS; i++) {
-    const order: ["tpm" | "emulated", Running][] = [["tpm", tpmServer], ["emulated", emulated]];
+    const order: ["tpm" | "emulated", Running][] = [
+      ["tpm", tpmServer],
+      ["emulated", emulated],
+    ];
     if (i % 2) order.reverse();
     for (const [name, s] of order) {
       const r = wrk(s);
       results[name].push(r);
-      console.log(`  round ${i + 1} ${name.padEnd(8)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms`);
+      console.log(
+        `  round ${i + 1} ${name.padEnd(8)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms`,
+      );
     }
   }
   if ((await token(tpmServer)) !== tpmToken) throw new Error("the TPM token changed during the run: it was re-signed");

@@ -6,7 +6,12 @@ import { MetadataServer } from "../src/index.ts";
 
 const configFile = process.argv[2];
 if (!configFile) throw new Error("usage: bun bench/waiters-server.ts <config.json>");
-const server = new MetadataServer({ serverConfig: { bindInterface: "127.0.0.1", port: 0 }, configFile, watchConfig: true, controlApi: true });
+const server = new MetadataServer({
+  serverConfig: { bindInterface: "127.0.0.1", port: 0 },
+  configFile,
+  watchConfig: true,
+  controlApi: true,
+});
 const { port } = await server.start();
 process.stdout.write(`READY ${port}\n`);
 process.once("SIGTERM", () => {

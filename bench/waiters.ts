@@ -111,7 +111,11 @@ const rssHeld = rssMB(child.pid);
 
 // One change through the control API; time until every waiter has the new value.
 const t0 = performance.now();
-const put = await fetch(`${url}/emulator/v1/metadata/instance/attributes/watched`, { method: "PUT", body: JSON.stringify(NEW), headers: H });
+const put = await fetch(`${url}/emulator/v1/metadata/instance/attributes/watched`, {
+  method: "PUT",
+  body: JSON.stringify(NEW),
+  headers: H,
+});
 if (put.status !== 200) throw new Error(`change refused: ${put.status} ${await put.text()}`);
 const wakeDeadline = Date.now() + 10_000;
 while (answered + failures < WAITERS && Date.now() < wakeDeadline) await Bun.sleep(1);
@@ -120,11 +124,14 @@ for (const s of sockets) s.end();
 
 // A 5,000-attribute config file written; time until a waiter on the last attribute sees it.
 writeFileSync(file, configText(5000, "a"));
-for (let i = 0; i < 100 && (await fetch(`${url}/computeMetadata/v1/instance/attributes/key-4999`, { headers: H })).status !== 200; i++) await Bun.sleep(20);
+for (let i = 0; i < 100 && (await fetch(`${url}/computeMetadata/v1/instance/attributes/key-4999`, { headers: H })).status !== 200; i++)
+  await Bun.sleep(20);
 const fileTimes: number[] = [];
 for (let round = 0; round < 7; round++) {
   const tag = `r${round}`;
-  const waiting = fetch(`${url}/computeMetadata/v1/instance/attributes/key-4999?wait_for_change=true&timeout_sec=10`, { headers: H }).then((r) => r.text());
+  const waiting = fetch(`${url}/computeMetadata/v1/instance/attributes/key-4999?wait_for_change=true&timeout_sec=10`, { headers: H }).then(
+    (r) => r.text(),
+  );
   while ((await status()).waiters < 1) await Bun.sleep(2);
   const start = performance.now();
   writeFileSync(file, configText(5000, tag));
@@ -143,7 +150,16 @@ const median = fileTimes[Math.floor(fileTimes.length / 2)]!;
 const worst = fileTimes.at(-1)!;
 const line = (ok: boolean, text: string) => console.log(`${ok ? "PASS" : "FAIL"}  ${text}`);
 console.log(`waiters: ${WAITERS} held on ${NODE}; server RSS ${rssBefore.toFixed(1)} MB idle, ${rssHeld.toFixed(1)} MB holding them`);
-line(added < 100, `server memory added by ${WAITERS} hanging requests: ${added.toFixed(1)} MB (${((added * 1024) / WAITERS).toFixed(2)} kB each) [< 100 MB]`);
-line(answered === WAITERS && wakeMs < 250, `one change → all ${answered}/${WAITERS} answered with the new value in ${wakeMs.toFixed(1)} ms (${failures} failures) [< 250 ms]`);
-line(worst < 100, `5,000-attribute config file written → visible to a waiter: median ${median.toFixed(1)} ms, worst ${worst.toFixed(1)} ms of ${fileTimes.length} [< 100 ms]`);
+line(
+  added < 100,
+  `server memory added by ${WAITERS} hanging requests: ${added.toFixed(1)} MB (${((added * 1024) / WAITERS).toFixed(2)} kB each) [< 100 MB]`,
+);
+line(
+  answered === WAITERS && wakeMs < 250,
+  `one change → all ${answered}/${WAITERS} answered with the new value in ${wakeMs.toFixed(1)} ms (${failures} failures) [< 250 ms]`,
+);
+line(
+  worst < 100,
+  `5,000-attribute config file written → visible to a waiter: median ${median.toFixed(1)} ms, worst ${worst.toFixed(1)} ms of ${fileTimes.length} [< 100 ms]`,
+);
 process.exit(added < 100 && answered === WAITERS && wakeMs < 250 && worst < 100 ? 0 : 1);

@@ -100,7 +100,9 @@ export function versionDefines(v: VersionFacts): Record<string, string> {
 }
 
 /** Build the host executable at `outdir/gce_metadata_server`. */
-export async function buildHost(opts: { outdir?: string; bytecode?: boolean; version?: VersionFacts; quiet?: boolean } = {}): Promise<string> {
+export async function buildHost(
+  opts: { outdir?: string; bytecode?: boolean; version?: VersionFacts; quiet?: boolean } = {},
+): Promise<string> {
   const outdir = opts.outdir ?? join(ROOT, "dist");
   await mkdir(outdir, { recursive: true });
   const v = opts.version ?? (await versionFacts());

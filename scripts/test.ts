@@ -44,7 +44,9 @@ async function run(cmd: string[], opts: { quiet?: boolean } = {}): Promise<{ cod
     stderr: opts.quiet ? "pipe" : "inherit",
     env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
   });
-  const out = opts.quiet ? (await new Response(p.stdout as ReadableStream).text()) + (await new Response(p.stderr as ReadableStream).text()) : "";
+  const out = opts.quiet
+    ? (await new Response(p.stdout as ReadableStream).text()) + (await new Response(p.stderr as ReadableStream).text())
+    : "";
   return { code: await p.exited, out };
 }
 
@@ -121,7 +123,13 @@ export async function main(args: string[]): Promise<number> {
   const totalMin = Number(process.env.TEST_TOTAL_TIMEOUT_MIN ?? "45");
   const cmd = [process.execPath, "test", "--timeout", timeout, ...args];
   say(`$ bun ${cmd.slice(1).join(" ")}`);
-  const p = Bun.spawn(cmd, { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, FORCE_COLOR: "0", NO_COLOR: "1" } });
+  const p = Bun.spawn(cmd, {
+    cwd: ROOT,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, FORCE_COLOR: "0", NO_COLOR: "1" },
+  });
   let timedOut = false;
   const watchdog = setTimeout(() => {
     timedOut = true;

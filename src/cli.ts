@@ -31,8 +31,10 @@ const IGNORED_WITHOUT: Array<[FlagName, "usemTLS" | "metricsEnabled" | "domainso
 function listenerConfig(flags: Flags): ServerConfig | string {
   const config: ServerConfig = { bindInterface: flags.interface, port: flags.port };
   if (flags.domainsocket) {
-    if (flags.usemTLS) return "-domainsocket and -usemTLS cannot be combined: the socket serves plain HTTP (as in the Go emulator); drop one";
-    if (!/^0?[0-7]{3}$/.test(flags.domainsocketMode)) return `invalid -domainsocketMode ${JSON.stringify(flags.domainsocketMode)}: use an octal mode such as 0660 or 0666`;
+    if (flags.usemTLS)
+      return "-domainsocket and -usemTLS cannot be combined: the socket serves plain HTTP (as in the Go emulator); drop one";
+    if (!/^0?[0-7]{3}$/.test(flags.domainsocketMode))
+      return `invalid -domainsocketMode ${JSON.stringify(flags.domainsocketMode)}: use an octal mode such as 0660 or 0666`;
     config.domainSocket = flags.domainsocket;
     config.domainSocketMode = parseInt(flags.domainsocketMode, 8);
   }
@@ -56,8 +58,15 @@ const CREDENTIAL_FLAGS = ["impersonate", "federate", "tpm", "serviceAccountFile"
 
 async function credentialSource(flags: Flags, log: Logger, options: MetadataServerOptions): Promise<CredentialSource> {
   const set = CREDENTIAL_FLAGS.filter((n) => flags[n]);
-  if (set.length > 1) log.warn(`${set.slice(1).map((n) => `-${n}`).join(", ")} ignored: -${set[0]} takes precedence, as in the Go emulator`);
-  if (!flags.impersonate && !flags.federate && flags.explicit.has("iamURL")) log.warn("-iamURL is ignored without -impersonate or -federate");
+  if (set.length > 1)
+    log.warn(
+      `${set
+        .slice(1)
+        .map((n) => `-${n}`)
+        .join(", ")} ignored: -${set[0]} takes precedence, as in the Go emulator`,
+    );
+  if (!flags.impersonate && !flags.federate && flags.explicit.has("iamURL"))
+    log.warn("-iamURL is ignored without -impersonate or -federate");
   const env = options.env ?? {};
   if (flags.impersonate) return (await import("./cli/adc.ts")).openImpersonatedSource(flags, env, log);
   if (flags.federate) return (await import("./cli/adc.ts")).openFederatedSource(flags, env, log);
@@ -146,8 +155,10 @@ export async function main(argv: string[], env: Record<string, string | undefine
     server = new MetadataServer(options);
     const { url, socketPath } = await server.start();
     log.info("metadata server listening", socketPath ? { socket: socketPath, version: VERSION } : { url, version: VERSION });
-    if (server.metricsUrl) log.info("metrics listening", { url: `${server.metricsUrl}${flags.metricsPath}`, health: `${server.metricsUrl}/healthz` });
-    if (flags.controlAPI) log.info("control API enabled", socketPath ? { socket: socketPath, path: "/emulator/v1/" } : { url: `${url}/emulator/v1/` });
+    if (server.metricsUrl)
+      log.info("metrics listening", { url: `${server.metricsUrl}${flags.metricsPath}`, health: `${server.metricsUrl}/healthz` });
+    if (flags.controlAPI)
+      log.info("control API enabled", socketPath ? { socket: socketPath, path: "/emulator/v1/" } : { url: `${url}/emulator/v1/` });
     if (maintenance) server.simulateMaintenance(maintenance);
     if (preemption) server.simulatePreemption(preemption);
   } catch (e) {
@@ -158,7 +169,9 @@ export async function main(argv: string[], env: Record<string, string | undefine
     }
     const code = (e as { code?: string }).code;
     if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
-      log.error(`cannot listen on ${flags.interface}${flags.port.startsWith(":") ? flags.port : `:${flags.port}`}: ${(e as Error).message}`);
+      log.error(
+        `cannot listen on ${flags.interface}${flags.port.startsWith(":") ? flags.port : `:${flags.port}`}: ${(e as Error).message}`,
+      );
       return 1;
     }
     if (e instanceof RangeError) {

@@ -105,7 +105,13 @@ function isSource(c: CredentialSource | StaticTokens): c is CredentialSource {
 }
 
 /** Exact paths the app serves beside the metadata tree, labelled as themselves in metrics (http/app.ts, control.ts). */
-const APP_ROUTES = ["/.well-known/openid-configuration", "/oauth2/v3/certs", "/emulator/v1/config", "/emulator/v1/status", "/emulator/v1/lifecycle"];
+const APP_ROUTES = [
+  "/.well-known/openid-configuration",
+  "/oauth2/v3/certs",
+  "/emulator/v1/config",
+  "/emulator/v1/status",
+  "/emulator/v1/lifecycle",
+];
 /** Control API routes with a path or id in them, and their metrics label. */
 const APP_PREFIXES = [
   ["/emulator/v1/update/", "/emulator/v1/update/{path}"],
@@ -143,7 +149,10 @@ export class MetadataServer {
     const env = options.env ?? {};
     const sc = options.serverConfig ?? {};
     if (sc.domainSocket && sc.tls) {
-      throw new UsageError("USAGE", "a unix socket (-domainsocket) and mTLS (-usemTLS) cannot be combined: the Go emulator serves plain HTTP on the socket; choose one");
+      throw new UsageError(
+        "USAGE",
+        "a unix socket (-domainsocket) and mTLS (-usemTLS) cannot be combined: the Go emulator serves plain HTTP on the socket; choose one",
+      );
     }
     this.metricsRecorder = sc.metrics ? new Metrics({ version: VERSION }) : undefined;
     const events = fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents);
@@ -397,7 +406,11 @@ export class MetadataServer {
 
   /** Point Google's client libraries at this server; returns a function that restores the previous values. */
   applyEnv(target: Record<string, string | undefined> = process.env): () => void {
-    if (this.options.serverConfig?.domainSocket) throw new UsageError("USAGE", "client libraries cannot reach a unix socket through GCE_METADATA_HOST; connect to the socket directly");
+    if (this.options.serverConfig?.domainSocket)
+      throw new UsageError(
+        "USAGE",
+        "client libraries cannot reach a unix socket through GCE_METADATA_HOST; connect to the socket directly",
+      );
     const names = ["GCE_METADATA_HOST", "GCE_METADATA_IP", "GCE_METADATA_ROOT"] as const;
     const saved = names.map((n) => [n, target[n]] as const);
     for (const n of names) target[n] = this.host;

@@ -76,7 +76,8 @@ export function parseDuration(s: string): number {
 
 function parseTime(s: string): Date {
   const d = new Date(s);
-  if (Number.isNaN(d.getTime())) throw new UsageError("USAGE", `invalid time ${JSON.stringify(s)}: use RFC 3339, e.g. 2030-01-02T15:04:05Z`);
+  if (Number.isNaN(d.getTime()))
+    throw new UsageError("USAGE", `invalid time ${JSON.stringify(s)}: use RFC 3339, e.g. 2030-01-02T15:04:05Z`);
   return d;
 }
 
@@ -88,7 +89,10 @@ function fields(spec: string, allowed: readonly string[], what: string): Map<str
     const eq = part.indexOf("=");
     const key = (eq < 0 ? part : part.slice(0, eq)).trim();
     if (!allowed.includes(key)) {
-      throw new UsageError("USAGE", `${what}: unknown field ${JSON.stringify(key)} in ${JSON.stringify(spec)}; fields: ${allowed.join(", ")}`);
+      throw new UsageError(
+        "USAGE",
+        `${what}: unknown field ${JSON.stringify(key)} in ${JSON.stringify(spec)}; fields: ${allowed.join(", ")}`,
+      );
     }
     out.set(key, eq < 0 ? "" : part.slice(eq + 1).trim());
   }

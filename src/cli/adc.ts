@@ -29,7 +29,11 @@ export function httpUrlFlag(name: string, text: string, fallback: string): strin
 }
 
 /** `-impersonate`: source credentials from ADC; tokens for the config's accounts from IAM Credentials. */
-export async function openImpersonatedSource(flags: Flags, env: Record<string, string | undefined>, log: Logger): Promise<CredentialSource> {
+export async function openImpersonatedSource(
+  flags: Flags,
+  env: Record<string, string | undefined>,
+  log: Logger,
+): Promise<CredentialSource> {
   const iamUrl = httpUrlFlag("iamURL", flags.iamURL, IAM_CREDENTIALS_URL);
   const tokenUrl = httpUrlFlag("tokenURL", flags.tokenURL, GOOGLE_TOKEN_URL);
   const found = findAdcFile(env);
@@ -59,7 +63,10 @@ export async function openFederatedSource(flags: Flags, env: Record<string, stri
   const iamUrl = httpUrlFlag("iamURL", flags.iamURL, IAM_CREDENTIALS_URL);
   const path = env.GOOGLE_APPLICATION_CREDENTIALS;
   if (!path) {
-    throw new UsageError("NO_ADC", `${FEDERATE_NEEDS_ADC}: point GOOGLE_APPLICATION_CREDENTIALS at an external_account credential configuration`);
+    throw new UsageError(
+      "NO_ADC",
+      `${FEDERATE_NEEDS_ADC}: point GOOGLE_APPLICATION_CREDENTIALS at an external_account credential configuration`,
+    );
   }
   const adc = await readAdcFile(path);
   const { DEFAULT_STS_URL, FederatedSource } = await import("../credentials/federated.ts");
@@ -68,7 +75,12 @@ export async function openFederatedSource(flags: Flags, env: Record<string, stri
   log.info("using workload identity federation for credentials", {
     file: adc.path,
     audience: String(adc.json.audience),
-    subject: credentialSource.file !== undefined ? `file ${String(credentialSource.file)}` : credentialSource.url !== undefined ? `url ${String(credentialSource.url)}` : "other",
+    subject:
+      credentialSource.file !== undefined
+        ? `file ${String(credentialSource.file)}`
+        : credentialSource.url !== undefined
+          ? `url ${String(credentialSource.url)}`
+          : "other",
     sts: typeof adc.json.token_url === "string" ? adc.json.token_url : DEFAULT_STS_URL,
     ...(source.serviceAccount ? { impersonate: source.serviceAccount } : {}),
     ...(iamUrl !== IAM_CREDENTIALS_URL ? { iamURL: iamUrl } : {}),

@@ -14,7 +14,11 @@ export interface FlagSpec {
 
 /** The Go emulator's flags (cmd/main.go) and glog's, then this program's own additions. */
 export const FLAGS = {
-  configFile: { kind: "string", default: "config.json", help: "config file: the metadata tree in the real server's ?recursive=true JSON shape" },
+  configFile: {
+    kind: "string",
+    default: "config.json",
+    help: "config file: the metadata tree in the real server's ?recursive=true JSON shape",
+  },
   interface: { kind: "string", default: "127.0.0.1", help: "interface address to bind to" },
   port: { kind: "string", default: ":8080", help: "port to listen on (:8080, 8080, or :0 for a free port)" },
   domainsocket: { kind: "string", default: "", help: "listen only on this unix socket (TCP off)" },
@@ -32,8 +36,16 @@ export const FLAGS = {
   parentPass: { kind: "string", default: "", help: "password of the TPM key's parent" },
   keyPass: { kind: "string", default: "", help: "password of the TPM key" },
   pcrs: { kind: "string", default: "", help: "PCRs the key's policy is bound to (comma separated, ascending)" },
-  "tpm-session-encrypt-with-name": { kind: "string", default: "", help: "hex name of the EK for an encrypted TPM session; a mismatch refuses start" },
-  useOauthToken: { kind: "bool", default: false, help: "TPM: exchange a signed assertion for an OAuth2 token instead of a self-signed JWT access token" },
+  "tpm-session-encrypt-with-name": {
+    kind: "string",
+    default: "",
+    help: "hex name of the EK for an encrypted TPM session; a mismatch refuses start",
+  },
+  useOauthToken: {
+    kind: "bool",
+    default: false,
+    help: "TPM: exchange a signed assertion for an OAuth2 token instead of a self-signed JWT access token",
+  },
   useEKParent: { kind: "bool", default: false, help: "TPM: the key file's parent is the RSA endorsement key" },
   useTPMmTLS: { kind: "bool", default: false, help: "TPM key as the client key of an mTLS workload federation exchange" },
   projectNumber: { kind: "string", default: "", help: "project number for TPM mTLS federation" },
@@ -54,26 +66,76 @@ export const FLAGS = {
   vmodule: { kind: "string", default: "", help: "accepted for glog compatibility" },
   log_backtrace_at: { kind: "string", default: "", help: "accepted for glog compatibility" },
   // this program's own
-  domainsocketMode: { kind: "string", default: "0660", help: "file mode of the -domainsocket socket, octal (0660: owner and group may connect)" },
+  domainsocketMode: {
+    kind: "string",
+    default: "0660",
+    help: "file mode of the -domainsocket socket, octal (0660: owner and group may connect)",
+  },
   issuer: { kind: "string", default: "https://accounts.google.com", help: "emulated issuer: iss of the ID tokens it signs" },
-  issuerKey: { kind: "string", default: "", help: "emulated issuer: PKCS#8 PEM file for its signing key, created if missing, so tokens verify across restarts" },
+  issuerKey: {
+    kind: "string",
+    default: "",
+    help: "emulated issuer: PKCS#8 PEM file for its signing key, created if missing, so tokens verify across restarts",
+  },
   // changing metadata at run time (docs/dynamic.md)
-  watchConfig: { kind: "bool", default: true, help: "reload -configFile whenever it changes on disk (in place, renamed over, or a Kubernetes ConfigMap); -watchConfig=false to turn off" },
-  controlAPI: { kind: "bool", default: false, help: "serve the control API under /emulator/v1/ on the metadata listener (set, merge, delete metadata; Google's reference emulator's update routes; simulated events)" },
-  maxWaiters: { kind: "int", default: 0, help: "most wait_for_change requests held at once, 503 beyond (0: no limit; the live server reportedly allows 500)" },
-  simulateMaintenance: { kind: "string", default: "", help: "schedule a host maintenance event: \"in=30s,type=MIGRATE,duration=60s\" (type MIGRATE or TERMINATE; or at=<RFC 3339 time> instead of in=)" },
-  simulatePreemption: { kind: "string", default: "", help: "schedule a preemption: \"in=2m\" or \"at=<RFC 3339 time>\", optionally grace=30s (shutdown-details/max-duration)" },
-  tokenURL: { kind: "string", default: "https://oauth2.googleapis.com/token", help: "-tpm: OAuth2 token endpoint for -useOauthToken and ID tokens, and the aud of the assertions; -impersonate: token endpoint of source credentials whose file names none (this program's addition)" },
-  iamURL: { kind: "string", default: "https://iamcredentials.googleapis.com", help: "-impersonate, -federate: IAM Credentials base URL for generateAccessToken and generateIdToken (this program's addition)" },
+  watchConfig: {
+    kind: "bool",
+    default: true,
+    help: "reload -configFile whenever it changes on disk (in place, renamed over, or a Kubernetes ConfigMap); -watchConfig=false to turn off",
+  },
+  controlAPI: {
+    kind: "bool",
+    default: false,
+    help: "serve the control API under /emulator/v1/ on the metadata listener (set, merge, delete metadata; Google's reference emulator's update routes; simulated events)",
+  },
+  maxWaiters: {
+    kind: "int",
+    default: 0,
+    help: "most wait_for_change requests held at once, 503 beyond (0: no limit; the live server reportedly allows 500)",
+  },
+  simulateMaintenance: {
+    kind: "string",
+    default: "",
+    help: 'schedule a host maintenance event: "in=30s,type=MIGRATE,duration=60s" (type MIGRATE or TERMINATE; or at=<RFC 3339 time> instead of in=)',
+  },
+  simulatePreemption: {
+    kind: "string",
+    default: "",
+    help: 'schedule a preemption: "in=2m" or "at=<RFC 3339 time>", optionally grace=30s (shutdown-details/max-duration)',
+  },
+  tokenURL: {
+    kind: "string",
+    default: "https://oauth2.googleapis.com/token",
+    help: "-tpm: OAuth2 token endpoint for -useOauthToken and ID tokens, and the aud of the assertions; -impersonate: token endpoint of source credentials whose file names none (this program's addition)",
+  },
+  iamURL: {
+    kind: "string",
+    default: "https://iamcredentials.googleapis.com",
+    help: "-impersonate, -federate: IAM Credentials base URL for generateAccessToken and generateIdToken (this program's addition)",
+  },
 } as const satisfies Record<string, FlagSpec>;
 
 export type FlagName = keyof typeof FLAGS;
-type ValueOf<K extends FlagName> = (typeof FLAGS)[K]["kind"] extends "bool" ? boolean : (typeof FLAGS)[K]["kind"] extends "int" ? number : string;
+type ValueOf<K extends FlagName> = (typeof FLAGS)[K]["kind"] extends "bool"
+  ? boolean
+  : (typeof FLAGS)[K]["kind"] extends "int"
+    ? number
+    : string;
 export type Flags = { [K in FlagName]: ValueOf<K> } & { help: boolean; explicit: Set<FlagName> };
 
 const BOOL_VALUES: Record<string, boolean> = {
-  "1": true, t: true, T: true, true: true, TRUE: true, True: true,
-  "0": false, f: false, F: false, false: false, FALSE: false, False: false,
+  "1": true,
+  t: true,
+  T: true,
+  true: true,
+  TRUE: true,
+  True: true,
+  "0": false,
+  f: false,
+  F: false,
+  false: false,
+  FALSE: false,
+  False: false,
 };
 
 /** Go's strconv.ParseInt(s, 0, 64): decimal, 0x hex, 0o/0 octal, 0b binary, underscores between digits. */
@@ -122,7 +184,8 @@ export function parseFlags(argv: readonly string[]): Flags {
       if (value === undefined) out[name] = true;
       else {
         const b = BOOL_VALUES[value];
-        if (b === undefined) throw new UsageError("USAGE", `invalid boolean value ${JSON.stringify(value)} for -${name}: use -${name} or -${name}=false`);
+        if (b === undefined)
+          throw new UsageError("USAGE", `invalid boolean value ${JSON.stringify(value)} for -${name}: use -${name} or -${name}=false`);
         out[name] = b;
       }
     } else {

@@ -59,7 +59,8 @@ export function checkTpmFlags(flags: Flags, log: Logger): void {
     // -impersonate uses -tokenURL too (for source credentials whose file names no token endpoint).
     const ignored = TPM_ONLY.filter((n) => given(flags, n) && !(n === "tokenURL" && flags.impersonate)).map((n) => `-${n}`);
     const also = ignored.includes("-tokenURL") ? " (-tokenURL also with -impersonate)" : "";
-    if (ignored.length) log.warn(`${ignored.join(", ")} ignored: ${ignored.length > 1 ? "they apply" : "it applies"} only with -tpm${also}`);
+    if (ignored.length)
+      log.warn(`${ignored.join(", ")} ignored: ${ignored.length > 1 ? "they apply" : "it applies"} only with -tpm${also}`);
   }
 }
 

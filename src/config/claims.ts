@@ -53,7 +53,10 @@ function v1Of(doc: JsonValue, source: string): JsonObject {
   if (!isJsonObject(doc)) throw new ConfigError("CONFIG_SHAPE", `${source}: the top level must be a JSON object`);
   const cm = doc.computeMetadata;
   if (cm === undefined) {
-    throw new ConfigError("CONFIG_SHAPE", `${source}: computeMetadata: missing; the file must have the shape {"computeMetadata":{"v1":{...}}}`);
+    throw new ConfigError(
+      "CONFIG_SHAPE",
+      `${source}: computeMetadata: missing; the file must have the shape {"computeMetadata":{"v1":{...}}}`,
+    );
   }
   if (!isJsonObject(cm)) throw new ConfigError("CONFIG_SHAPE", `${source}: computeMetadata: expected an object`);
   const v1 = cm.v1;
@@ -103,7 +106,10 @@ function normaliseAccounts(v1: JsonObject, requireDefault: boolean, source: stri
   const at = `${ROOT}.instance.serviceAccounts`;
   if (accounts === undefined || accounts === null) {
     if (requireDefault) {
-      throw new ConfigError("CONFIG_NO_DEFAULT_ACCOUNT", `${source}: ${at}.default: missing; the config must define a default service account`);
+      throw new ConfigError(
+        "CONFIG_NO_DEFAULT_ACCOUNT",
+        `${source}: ${at}.default: missing; the config must define a default service account`,
+      );
     }
     return;
   }
@@ -115,7 +121,10 @@ function normaliseAccounts(v1: JsonObject, requireDefault: boolean, source: stri
   const def = accounts.default;
   if (def === undefined) {
     if (requireDefault) {
-      throw new ConfigError("CONFIG_NO_DEFAULT_ACCOUNT", `${source}: ${at}.default: missing; the config must define a default service account`);
+      throw new ConfigError(
+        "CONFIG_NO_DEFAULT_ACCOUNT",
+        `${source}: ${at}.default: missing; the config must define a default service account`,
+      );
     }
     return;
   }

@@ -48,21 +48,33 @@ export async function readAdcFile(path: string): Promise<AdcFile> {
     text = await Bun.file(path).text();
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "a directory, not a file" : (code ?? (e as Error).message);
+    const why =
+      code === "ENOENT"
+        ? "no such file"
+        : code === "EACCES"
+          ? "permission denied"
+          : code === "EISDIR"
+            ? "a directory, not a file"
+            : (code ?? (e as Error).message);
     throw new CredentialError("ADC_UNREADABLE", `${path}: cannot read the credentials file (${why})`, { cause: e });
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new CredentialError("ADC_INVALID", `${path}: not JSON (${(e as Error).message}); expected a Google credentials file`, { cause: e });
+    throw new CredentialError("ADC_INVALID", `${path}: not JSON (${(e as Error).message}); expected a Google credentials file`, {
+      cause: e,
+    });
   }
   if (json === null || typeof json !== "object" || Array.isArray(json)) {
     throw new CredentialError("ADC_INVALID", `${path}: not a JSON object; expected a Google credentials file`);
   }
   const type = (json as { type?: unknown }).type;
   if (typeof type !== "string" || type === "") {
-    throw new CredentialError("ADC_INVALID", `${path}: "type" is missing; expected a Google credentials file such as a service account key`);
+    throw new CredentialError(
+      "ADC_INVALID",
+      `${path}: "type" is missing; expected a Google credentials file such as a service account key`,
+    );
   }
   return { path, type, json: json as Record<string, unknown> };
 }

@@ -111,7 +111,11 @@ export class EmulatedIssuer implements CredentialSource {
       try {
         privateKey = (await jose.importPKCS8(pem, "RS256", { extractable: true })) as CryptoKey;
       } catch (e) {
-        throw new CredentialError("ISSUER_KEY_INVALID", `${file}: not an RSA private key in PKCS#8 PEM (${(e as Error).message}); delete it to have a new one made`, { cause: e });
+        throw new CredentialError(
+          "ISSUER_KEY_INVALID",
+          `${file}: not an RSA private key in PKCS#8 PEM (${(e as Error).message}); delete it to have a new one made`,
+          { cause: e },
+        );
       }
     }
     if (!privateKey) {

@@ -30,7 +30,11 @@ type ExternalClient = import("google-auth-library").BaseExternalAccountClient;
 export function checkExternalAccount(adc: AdcFile): void {
   if (adc.type !== "external_account") {
     const instead =
-      adc.type === "service_account" ? "; for a service account key use -serviceAccountFile" : adc.type === "authorized_user" ? "; for user credentials use -impersonate" : "";
+      adc.type === "service_account"
+        ? "; for a service account key use -serviceAccountFile"
+        : adc.type === "authorized_user"
+          ? "; for user credentials use -impersonate"
+          : "";
     throw new CredentialError(
       "ADC_WRONG_TYPE",
       `${adc.path}: "type" is ${JSON.stringify(adc.type)}; workload identity federation needs an "external_account" credential configuration (gcloud iam workload-identity-pools create-cred-config)${instead}`,
@@ -40,7 +44,10 @@ export function checkExternalAccount(adc: AdcFile): void {
   requireString(adc, "subject_token_type");
   const source = adc.json.credential_source;
   if (source === null || typeof source !== "object" || Array.isArray(source)) {
-    throw new CredentialError("ADC_INVALID", `${adc.path}: "credential_source" is missing: it says where the subject token comes from (a file or a url)`);
+    throw new CredentialError(
+      "ADC_INVALID",
+      `${adc.path}: "credential_source" is missing: it says where the subject token comes from (a file or a url)`,
+    );
   }
   optionalUrl(adc, "token_url");
   const impersonation = optionalUrl(adc, "service_account_impersonation_url");
@@ -69,7 +76,8 @@ export async function createExternalAccountClient(adc: AdcFile, scopes: readonly
   const source = adc.json.credential_source as Record<string, unknown>;
   try {
     if (source.environment_id) return new lib.AwsClient(options as unknown as ConstructorParameters<typeof lib.AwsClient>[0]);
-    if (source.executable) return new lib.PluggableAuthClient(options as unknown as ConstructorParameters<typeof lib.PluggableAuthClient>[0]);
+    if (source.executable)
+      return new lib.PluggableAuthClient(options as unknown as ConstructorParameters<typeof lib.PluggableAuthClient>[0]);
     return new lib.IdentityPoolClient(options);
   } catch (e) {
     throw new CredentialError("ADC_INVALID", `${adc.path}: ${(e as Error).message}`, { cause: e });
@@ -129,9 +137,12 @@ export class FederatedSource implements CredentialSource {
     try {
       token = (await client.getAccessToken()).token;
     } catch (e) {
-      throw new CredentialError("FEDERATION_FAILED", `workload identity federation with ${this.adc.path} failed: ${errorText(e)}`, { cause: e });
+      throw new CredentialError("FEDERATION_FAILED", `workload identity federation with ${this.adc.path} failed: ${errorText(e)}`, {
+        cause: e,
+      });
     }
-    if (!token) throw new CredentialError("FEDERATION_FAILED", `workload identity federation with ${this.adc.path} returned no access token`);
+    if (!token)
+      throw new CredentialError("FEDERATION_FAILED", `workload identity federation with ${this.adc.path} returned no access token`);
     const expiry = client.credentials.expiry_date;
     return { token, expiresAt: typeof expiry === "number" && expiry > 0 ? expiry : this.now() + 3600_000 };
   }

@@ -68,7 +68,12 @@ export class IamCredentials {
   }
 
   /** POST one method; the endpoint's error message on failure, never the bearer. */
-  private async call(bearer: string, email: string, method: "generateAccessToken" | "generateIdToken", payload: object): Promise<Record<string, unknown>> {
+  private async call(
+    bearer: string,
+    email: string,
+    method: "generateAccessToken" | "generateIdToken",
+    payload: object,
+  ): Promise<Record<string, unknown>> {
     const url = this.methodUrl(email, method);
     const retries = this.options.retries ?? 2;
     for (let attempt = 0; ; attempt++) {
@@ -111,9 +116,15 @@ export class IamCredentials {
         continue;
       }
       if (res.ok) {
-        throw new CredentialError("IAM_BAD_ANSWER", `IAM Credentials ${method} for ${email} answered ${res.status}, but not with a JSON object`);
+        throw new CredentialError(
+          "IAM_BAD_ANSWER",
+          `IAM Credentials ${method} for ${email} answered ${res.status}, but not with a JSON object`,
+        );
       }
-      throw new CredentialError("IAM_REFUSED", `IAM Credentials refused ${method} for ${email}: ${res.status} ${apiErrorText(body, text, bearer)}`);
+      throw new CredentialError(
+        "IAM_REFUSED",
+        `IAM Credentials refused ${method} for ${email}: ${res.status} ${apiErrorText(body, text, bearer)}`,
+      );
     }
   }
 }

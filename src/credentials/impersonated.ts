@@ -20,7 +20,14 @@ import { CredentialError } from "../errors.ts";
 import { optionalUrl, requireString, type AdcFile } from "./adc.ts";
 import { checkExternalAccount, CLOUD_PLATFORM_SCOPE, createExternalAccountClient, DEFAULT_STS_URL } from "./federated.ts";
 import { IamCredentials } from "./iam.ts";
-import { checkServiceAccountKey, createJwtClient, errorText, GOOGLE_TOKEN_URL, keyFingerprint, type ServiceAccountKey } from "./service-account.ts";
+import {
+  checkServiceAccountKey,
+  createJwtClient,
+  errorText,
+  GOOGLE_TOKEN_URL,
+  keyFingerprint,
+  type ServiceAccountKey,
+} from "./service-account.ts";
 import type { AccessTokenRequest, CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
 
 /** Source credential types `-impersonate` accepts. */

@@ -29,13 +29,21 @@ export async function readServiceAccountKey(path: string): Promise<ServiceAccoun
   try {
     text = await Bun.file(path).text();
   } catch (e) {
-    throw new CredentialError("KEY_UNREADABLE", `${path}: cannot read the service account key file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
+    throw new CredentialError(
+      "KEY_UNREADABLE",
+      `${path}: cannot read the service account key file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      { cause: e },
+    );
   }
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new CredentialError("KEY_INVALID", `${path}: not JSON (${(e as Error).message}); expected a service account key downloaded from IAM`, { cause: e });
+    throw new CredentialError(
+      "KEY_INVALID",
+      `${path}: not JSON (${(e as Error).message}); expected a service account key downloaded from IAM`,
+      { cause: e },
+    );
   }
   if (json === null || typeof json !== "object") throw new CredentialError("KEY_INVALID", `${path}: not a JSON object`);
   if (json.type !== "service_account") {
@@ -127,7 +135,9 @@ export class ServiceAccountKeySource implements CredentialSource {
       if (!creds.access_token) throw new Error("the token endpoint returned no access_token");
       return { token: creds.access_token, expiresAt: creds.expiry_date ?? Date.now() + 3600_000 };
     } catch (e) {
-      throw new CredentialError("TOKEN_EXCHANGE_FAILED", `token endpoint refused the key of ${this.key.client_email}: ${errorText(e)}`, { cause: e });
+      throw new CredentialError("TOKEN_EXCHANGE_FAILED", `token endpoint refused the key of ${this.key.client_email}: ${errorText(e)}`, {
+        cause: e,
+      });
     }
   }
 
@@ -137,7 +147,11 @@ export class ServiceAccountKeySource implements CredentialSource {
       const token = await client.fetchIdToken(req.audience);
       return { token, expiresAt: jwtExpiry(token) ?? Date.now() + 3600_000 };
     } catch (e) {
-      throw new CredentialError("TOKEN_EXCHANGE_FAILED", `token endpoint refused an ID token for ${this.key.client_email}: ${errorText(e)}`, { cause: e });
+      throw new CredentialError(
+        "TOKEN_EXCHANGE_FAILED",
+        `token endpoint refused an ID token for ${this.key.client_email}: ${errorText(e)}`,
+        { cause: e },
+      );
     }
   }
 }

@@ -83,7 +83,10 @@ export class TpmSource implements CredentialSource {
     const assertion = await signJwt({ iss: this.email, scope, aud: this.tokenUrl, exp, iat }, this.sign, kid);
     const body = await this.exchange(assertion, "an access token");
     if (typeof body.access_token !== "string" || body.access_token === "") {
-      throw new CredentialError("TOKEN_EXCHANGE_FAILED", `the token endpoint ${this.tokenUrl} answered without an access_token for ${this.email}`);
+      throw new CredentialError(
+        "TOKEN_EXCHANGE_FAILED",
+        `the token endpoint ${this.tokenUrl} answered without an access_token for ${this.email}`,
+      );
     }
     const expiresIn = typeof body.expires_in === "number" && body.expires_in > 0 ? body.expires_in : LIFETIME_SECONDS;
     return { token: body.access_token, expiresAt: this.now() + expiresIn * 1000 };
@@ -92,11 +95,21 @@ export class TpmSource implements CredentialSource {
   async idToken(req: IdTokenRequest): Promise<IssuedToken> {
     this.checkAccount(req.account.email);
     const iat = Math.floor(this.now() / 1000);
-    const claims = { iss: this.email, sub: this.email, aud: this.tokenUrl, target_audience: req.audience, exp: iat + LIFETIME_SECONDS, iat };
+    const claims = {
+      iss: this.email,
+      sub: this.email,
+      aud: this.tokenUrl,
+      target_audience: req.audience,
+      exp: iat + LIFETIME_SECONDS,
+      iat,
+    };
     const kid = this.options.keyId === undefined ? {} : { kid: this.options.keyId };
     const body = await this.exchange(await signJwt(claims, this.sign, kid), "an ID token");
     if (typeof body.id_token !== "string" || body.id_token === "") {
-      throw new CredentialError("TOKEN_EXCHANGE_FAILED", `the token endpoint ${this.tokenUrl} answered without an id_token for ${this.email}`);
+      throw new CredentialError(
+        "TOKEN_EXCHANGE_FAILED",
+        `the token endpoint ${this.tokenUrl} answered without an id_token for ${this.email}`,
+      );
     }
     return { token: body.id_token, expiresAt: jwtExpiry(body.id_token) ?? this.now() + LIFETIME_SECONDS * 1000 };
   }
@@ -126,7 +139,9 @@ export class TpmSource implements CredentialSource {
       });
     } catch (e) {
       const reason = (e as Error).name === "TimeoutError" ? "timed out" : (e as Error).message;
-      throw new CredentialError("TOKEN_ENDPOINT_UNREACHABLE", `cannot reach the token endpoint ${this.tokenUrl} for ${what}: ${reason}`, { cause: e });
+      throw new CredentialError("TOKEN_ENDPOINT_UNREACHABLE", `cannot reach the token endpoint ${this.tokenUrl} for ${what}: ${reason}`, {
+        cause: e,
+      });
     }
     const text = await res.text().catch(() => "");
     let body: Record<string, unknown> | undefined;
@@ -138,7 +153,10 @@ export class TpmSource implements CredentialSource {
     }
     if (res.ok && body) return body;
     if (res.ok) {
-      throw new CredentialError("TOKEN_EXCHANGE_FAILED", `the token endpoint ${this.tokenUrl} answered ${res.status} for ${what} of ${this.email}, but not with a JSON object`);
+      throw new CredentialError(
+        "TOKEN_EXCHANGE_FAILED",
+        `the token endpoint ${this.tokenUrl} answered ${res.status} for ${what} of ${this.email}, but not with a JSON object`,
+      );
     }
     let reason: string;
     if (body && typeof body.error === "string") {

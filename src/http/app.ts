@@ -22,7 +22,10 @@ function pathAndQuery(url: string): string {
 }
 
 /** The listener's fetch handler: the guard, then the app's routes. */
-export function createFetch(state: ServingState, options: AppOptions = {}): (req: Request, server: ServerHooks) => Response | Promise<Response> {
+export function createFetch(
+  state: ServingState,
+  options: AppOptions = {},
+): (req: Request, server: ServerHooks) => Response | Promise<Response> {
   const guard = createMetadataHandler(state);
   // Built on the first request outside the tree: Elysia is most of the bundle, and in the compiled executable a
   // dynamic import keeps it in its own chunk, off the start-up path (bench/startup.ts); many runs never need it.

@@ -54,8 +54,7 @@ const REF_NOT_FOUND = () => ref(404, "Error: Not found");
 
 const json = (status: number, body: string): Response =>
   new Response(body, { status, headers: { ...BASE_HEADERS, "Content-Type": JSON_TYPE } });
-const jsonError = (status: number, code: string, message: string): Response =>
-  json(status, JSON.stringify({ error: { code, message } }));
+const jsonError = (status: number, code: string, message: string): Response => json(status, JSON.stringify({ error: { code, message } }));
 
 function pathOf(url: string): { path: string; query: string } {
   let p0 = 0;
@@ -202,7 +201,10 @@ export function controlRoutes(target: ControlTarget, log: Logger) {
             }
             if (!isJsonObject(body as JsonValue)) throw new UsageError("USAGE", "the body must be a JSON object");
             const o = body as Record<string, unknown>;
-            event = sub === "maintenance" ? target.lifecycle.scheduleMaintenance(maintenanceFrom(o)) : target.lifecycle.schedulePreemption(preemptionFrom(o));
+            event =
+              sub === "maintenance"
+                ? target.lifecycle.scheduleMaintenance(maintenanceFrom(o))
+                : target.lifecycle.schedulePreemption(preemptionFrom(o));
           } else {
             event =
               sub === "maintenance"
@@ -214,7 +216,9 @@ export function controlRoutes(target: ControlTarget, log: Logger) {
       }
       if (sub !== "" && method === "DELETE") {
         const event = target.lifecycle.cancel(sub);
-        return event ? json(200, JSON.stringify(event)) : jsonError(404, "NOT_FOUND", `no scheduled or ongoing event ${JSON.stringify(sub)}`);
+        return event
+          ? json(200, JSON.stringify(event))
+          : jsonError(404, "NOT_FOUND", `no scheduled or ongoing event ${JSON.stringify(sub)}`);
       }
       return jsonError(404, "NOT_FOUND", `no route ${method} ${raw}`);
     }

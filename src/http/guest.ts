@@ -31,8 +31,12 @@ export function createGuestWrites(store: GuestAttributeStore): (req: Request, ra
     if (method !== "PUT" && method !== "DELETE") return methodNotAllowed(method, path, "GET, HEAD, PUT, DELETE");
     if (!store.snapshot.guestAttributes) return guestAttributesDisabled();
     const [ns, key] = parts as [string, string];
-    for (const [what, name] of [["namespace", ns], ["key", key]] as const) {
-      if (!GUEST_NAME.test(name)) return badRequest(`invalid guest attribute ${what} ${JSON.stringify(name)}: use letters, digits, '_' and '-'`);
+    for (const [what, name] of [
+      ["namespace", ns],
+      ["key", key],
+    ] as const) {
+      if (!GUEST_NAME.test(name))
+        return badRequest(`invalid guest attribute ${what} ${JSON.stringify(name)}: use letters, digits, '_' and '-'`);
     }
     if (method === "DELETE") {
       store.editTree((t) => deleteGuestAttribute(t, ns, key));

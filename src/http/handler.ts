@@ -3,7 +3,16 @@
  * query parameters, and the cached bytes of the chosen representation. Token and identity requests go to the
  * token cache. Requests outside the metadata tree return undefined and fall through to the app's other routes.
  */
-import { MetaNode, Redirect, type Rendering, type Snapshot, BASE_HEADERS, GUEST_ATTRIBUTES, JSON_TYPE, TEXT } from "../metadata/snapshot.ts";
+import {
+  MetaNode,
+  Redirect,
+  type Rendering,
+  type Snapshot,
+  BASE_HEADERS,
+  GUEST_ATTRIBUTES,
+  JSON_TYPE,
+  TEXT,
+} from "../metadata/snapshot.ts";
 import { CachedToken, type TokenCache } from "../credentials/token-cache.ts";
 import { badRequest, forwarded, guestAttributesDisabled, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
 import { flag, parseQuery, type Params } from "./query.ts";
@@ -91,7 +100,12 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     const account = node.account!;
     if (params && flag(params, "wait_for_change")) return badRequest("wait_for_change is not supported for the token endpoint");
     const requested = params?.get("scopes");
-    const scopes = requested ? requested.split(",").map((s) => s.trim()).filter(Boolean) : account.scopes;
+    const scopes = requested
+      ? requested
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : account.scopes;
     return issue("an access token", account, state.tokens.accessToken(account, scopes), accessTokenBody, TOKEN_INIT);
   }
 

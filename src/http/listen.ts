@@ -51,19 +51,29 @@ async function readPem(path: string, what: string): Promise<string> {
     return await nodeFsPromises().readFile(path, "utf8");
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "it is a directory" : (e as Error).message;
+    const why =
+      code === "ENOENT"
+        ? "no such file"
+        : code === "EACCES"
+          ? "permission denied"
+          : code === "EISDIR"
+            ? "it is a directory"
+            : (e as Error).message;
     throw new ListenError("TLS_FILE_UNREADABLE", `cannot read the ${what} ${path}: ${why}`, { cause: e });
   }
 }
 
 function certificates(pem: string, path: string, what: string): X509Certificate[] {
   const blocks = pem.match(PEM_CERT) ?? [];
-  if (blocks.length === 0) throw new ListenError("TLS_FILE_INVALID", `the ${what} ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  if (blocks.length === 0)
+    throw new ListenError("TLS_FILE_INVALID", `the ${what} ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
   return blocks.map((b, i) => {
     try {
       return new (nodeCrypto().X509Certificate)(b);
     } catch (e) {
-      throw new ListenError("TLS_FILE_INVALID", `the ${what} ${path}: certificate ${i + 1} does not parse (${(e as Error).message})`, { cause: e });
+      throw new ListenError("TLS_FILE_INVALID", `the ${what} ${path}: certificate ${i + 1} does not parse (${(e as Error).message})`, {
+        cause: e,
+      });
     }
   });
 }
@@ -130,8 +140,17 @@ export async function prepareSocket(path: string): Promise<void> {
     throw new ListenError("SOCKET_PATH", `cannot use ${path} for the unix socket: ${(e as Error).message}`, { cause: e });
   }
   if (!st.isSocket()) {
-    const kind = st.isDirectory() ? "a directory" : st.isFile() ? "a regular file" : st.isSymbolicLink() ? "a symbolic link" : "not a socket";
-    throw new ListenError("SOCKET_PATH", `${path} exists and is ${kind}, not a socket; refusing to remove it. Choose another -domainsocket path or remove it yourself`);
+    const kind = st.isDirectory()
+      ? "a directory"
+      : st.isFile()
+        ? "a regular file"
+        : st.isSymbolicLink()
+          ? "a symbolic link"
+          : "not a socket";
+    throw new ListenError(
+      "SOCKET_PATH",
+      `${path} exists and is ${kind}, not a socket; refusing to remove it. Choose another -domainsocket path or remove it yourself`,
+    );
   }
   let live: boolean;
   try {
@@ -184,7 +203,9 @@ export async function listen(fetch: Fetch, options: ListenOptions): Promise<Serv
   const { domainSocket } = options;
   if (domainSocket) {
     await prepareSocket(domainSocket);
-    return bindSocket(domainSocket, options.domainSocketMode ?? DEFAULT_SOCKET_MODE, () => Bun.serve({ unix: domainSocket, development: false, fetch }));
+    return bindSocket(domainSocket, options.domainSocketMode ?? DEFAULT_SOCKET_MODE, () =>
+      Bun.serve({ unix: domainSocket, development: false, fetch }),
+    );
   }
   const tls = options.tls ? await loadTls(options.tls) : undefined;
   return Bun.serve({

@@ -148,7 +148,10 @@ export function updateAt(tree: Tree, segs: readonly string[], fn: (t: Target) =>
       const items = [...t.items];
       if (last) {
         if (n > items.length) {
-          throw new EditError("EDIT_BAD_INDEX", `${display(here)}: position ${n} is past the end of the list (length ${items.length}); append at ${items.length}`);
+          throw new EditError(
+            "EDIT_BAD_INDEX",
+            `${display(here)}: position ${n} is past the end of the list (length ${items.length}); append at ${items.length}`,
+          );
         }
         const node = fn({ old: items[n], parent: t, schema: cs.schema, at: display(here) });
         if (node) items[n] = node;
@@ -166,7 +169,17 @@ export function updateAt(tree: Tree, segs: readonly string[], fn: (t: Target) =>
 }
 
 const kindName = (t: Tree): string =>
-  t.k === "dir" ? "a directory (JSON object)" : t.k === "list" ? "a list (JSON array)" : t.k === "values" ? "a list of strings" : t.k === "doc" ? "a JSON document" : t.json.startsWith('"') ? "a string" : "a number or boolean";
+  t.k === "dir"
+    ? "a directory (JSON object)"
+    : t.k === "list"
+      ? "a list (JSON array)"
+      : t.k === "values"
+        ? "a list of strings"
+        : t.k === "doc"
+          ? "a JSON document"
+          : t.json.startsWith('"')
+            ? "a string"
+            : "a number or boolean";
 
 /**
  * The new node must have the old one's shape: same kind, and every fixed-key directory the same set of keys.
@@ -185,7 +198,9 @@ export function checkShape(old: Tree, neu: Tree, at: string, strict = false): vo
       const added = [...after].filter((n) => !before.has(n));
       const removed = [...before].filter((n) => !after.has(n));
       if (added.length || removed.length) {
-        const parts = [added.length ? `adds ${added.join(", ")}` : "", removed.length ? `removes ${removed.join(", ")}` : ""].filter(Boolean);
+        const parts = [added.length ? `adds ${added.join(", ")}` : "", removed.length ? `removes ${removed.join(", ")}` : ""].filter(
+          Boolean,
+        );
         throw new EditError("EDIT_FIXED_KEYS", `${at}: the keys of this directory are fixed; the change ${parts.join(" and ")}`);
       }
     }
@@ -353,7 +368,8 @@ export function referenceReplaceAll(tree: Tree, body: string): Tree {
   }
   // Nodes this server adds by itself (universe/, oslogin/) carry over when the new tree lacks them.
   if (isJsonObject(v) && tree.k === "dir") {
-    for (const e of tree.entries) if ((e.name === "universe" || e.name === "oslogin") && v[e.jsonKey] === undefined) v[e.jsonKey] = treeToValue(e.node);
+    for (const e of tree.entries)
+      if ((e.name === "universe" || e.name === "oslogin") && v[e.jsonKey] === undefined) v[e.jsonKey] = treeToValue(e.node);
   }
   const neu = buildTree(v, v1Schema, "(root)");
   referenceShape(tree, neu, "(root)");

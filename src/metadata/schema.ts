@@ -34,8 +34,7 @@ const V = { t: "values" } as const satisfies Schema;
 const ANY = { t: "any" } as const satisfies Schema;
 const f = (schema: Schema, path?: string): Field => (path ? { schema, path } : { schema });
 const dir = (keys: Record<string, Field>): Schema => ({ t: "dir", keys });
-const strings = (...names: string[]): Record<string, Field> =>
-  Object.fromEntries(names.map((n) => [n, f(S)]));
+const strings = (...names: string[]): Record<string, Field> => Object.fromEntries(names.map((n) => [n, f(S)]));
 
 export const serviceAccountSchema: Schema = dir({ aliases: f(V), email: f(S), scopes: f(V) });
 
@@ -86,26 +85,14 @@ const instance = dir({
     }),
   ),
   serviceAccounts: f({ t: "free", value: serviceAccountSchema }),
-  shutdownDetails: f(
-    dir({ maxDuration: f(I), requestTimestamp: f(S, "request-timestamp"), ...strings("stopState", "targetState") }),
-  ),
+  shutdownDetails: f(dir({ maxDuration: f(I), requestTimestamp: f(S, "request-timestamp"), ...strings("stopState", "targetState") })),
   tags: f(V),
   upcomingMaintenance: f({ t: "doc", snakeKeys: true }),
   virtualClock: f(dir({ driftToken: f(S) })),
   workloadCertificatesConfigStatus: f({ t: "doc", indent: 1 }),
   workloadIdentities: f({ t: "doc", indent: 1 }),
   workloadTrustedRootCerts: f({ t: "doc", indent: 1 }),
-  ...strings(
-    "cpuPlatform",
-    "description",
-    "hostname",
-    "image",
-    "machineType",
-    "maintenanceEvent",
-    "name",
-    "preempted",
-    "zone",
-  ),
+  ...strings("cpuPlatform", "description", "hostname", "image", "machineType", "maintenanceEvent", "name", "preempted", "zone"),
 });
 
 const project = dir({

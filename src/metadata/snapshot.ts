@@ -239,10 +239,7 @@ export class Snapshot {
       case "values": {
         node.json = JSON.stringify(t.items);
         // instance/tags is JSON by default; other lists are lines.
-        node.plain =
-          path === `${V1}instance/tags`
-            ? new Rendering(node.json, JSON_TYPE)
-            : new Rendering(lines(t.items), TEXT);
+        node.plain = path === `${V1}instance/tags` ? new Rendering(node.json, JSON_TYPE) : new Rendering(lines(t.items), TEXT);
         break;
       }
       case "doc":
@@ -277,7 +274,8 @@ export class Snapshot {
     for (const c of node.children) {
       if (c.hidden) continue;
       listing += c.node.kind === "dir" ? `${c.name}/\n` : `${c.name}\n`;
-      if (c.node.kind === "dir" || c.node.kind === "leaf") members.push(isList ? c.node.json : `${JSON.stringify(c.jsonKey)}:${c.node.json}`);
+      if (c.node.kind === "dir" || c.node.kind === "leaf")
+        members.push(isList ? c.node.json : `${JSON.stringify(c.jsonKey)}:${c.node.json}`);
     }
     if (isList) {
       node.json = `[${members.join(",")}]`;

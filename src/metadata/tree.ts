@@ -66,11 +66,7 @@ function renderDoc(v: JsonValue, indent: number | undefined, snakeKeys: boolean 
   if (!indent) return stringify(plain as JsonValue);
   // JSON.stringify cannot print JsonNumber verbatim; swap in placeholders and put the digits back.
   const raws: string[] = [];
-  const text = JSON.stringify(
-    plain,
-    (_k, x) => (x instanceof JsonNumber ? `\u0000${raws.push(x.raw) - 1}\u0000` : x),
-    indent,
-  );
+  const text = JSON.stringify(plain, (_k, x) => (x instanceof JsonNumber ? `\u0000${raws.push(x.raw) - 1}\u0000` : x), indent);
   return text.replace(/"\\u0000(\d+)\\u0000"/g, (_m, n: string) => raws[Number(n)]!);
 }
 

@@ -11,7 +11,10 @@ const SECRET_PATTERNS: Array<[RegExp, string]> = [
   [/ya29\.[\w.-]+/g, "[redacted]"], // OAuth2 access tokens
   [/eyJ[\w-]*\.[\w-]+\.[\w-]*/g, "[redacted]"], // JWTs and JWS (ID tokens, assertions)
   [/-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, "[redacted]"],
-  [/("?(?:access_token|id_token|assertion|private_key|refresh_token|client_secret|subject_token)"?\s*[:=]\s*"?)[^"&\s,}]+/gi, "$1[redacted]"],
+  [
+    /("?(?:access_token|id_token|assertion|private_key|refresh_token|client_secret|subject_token)"?\s*[:=]\s*"?)[^"&\s,}]+/gi,
+    "$1[redacted]",
+  ],
 ];
 
 /** Replace anything that looks like a credential with `[redacted]`. */

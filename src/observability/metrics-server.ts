@@ -48,21 +48,35 @@ export function serveMetrics(metrics: Metrics, options: MetricsListenOptions, no
         const start = url.indexOf("/", url.indexOf("://") + 3);
         const q = url.indexOf("?", start);
         const reqPath = start < 0 ? "/" : q < 0 ? url.slice(start) : url.slice(start, q);
-        if (req.method !== "GET" && req.method !== "HEAD") return new Response("method not allowed\n", { status: 405, headers: { ...TEXT, Allow: "GET, HEAD" } });
+        if (req.method !== "GET" && req.method !== "HEAD")
+          return new Response("method not allowed\n", { status: 405, headers: { ...TEXT, Allow: "GET, HEAD" } });
         if (reqPath === path) return new Response(await metrics.text(), { headers: { "Content-Type": metrics.contentType } });
         if (reqPath === "/healthz") return new Response("ok\n", { headers: TEXT });
         if (reqPath === "/readyz") {
           const reason = notReady();
-          return reason === undefined ? new Response("ready\n", { headers: TEXT }) : new Response(`not ready: ${reason}\n`, { status: 503, headers: TEXT });
+          return reason === undefined
+            ? new Response("ready\n", { headers: TEXT })
+            : new Response(`not ready: ${reason}\n`, { status: 503, headers: TEXT });
         }
         return new Response(`not found; metrics are at ${path}, health at /healthz and /readyz\n`, { status: 404, headers: TEXT });
       },
     });
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code === "EADDRINUSE" ? "address already in use" : code === "EADDRNOTAVAIL" ? "no such local address" : code === "EACCES" ? "permission denied" : (e as Error).message;
-    throw new ListenError("METRICS_LISTEN", `cannot listen for metrics on ${hostname.includes(":") ? `[${hostname}]` : hostname}:${p}: ${why}; choose another -metricsInterface/-metricsPort`, {
-      cause: e,
-    });
+    const why =
+      code === "EADDRINUSE"
+        ? "address already in use"
+        : code === "EADDRNOTAVAIL"
+          ? "no such local address"
+          : code === "EACCES"
+            ? "permission denied"
+            : (e as Error).message;
+    throw new ListenError(
+      "METRICS_LISTEN",
+      `cannot listen for metrics on ${hostname.includes(":") ? `[${hostname}]` : hostname}:${p}: ${why}; choose another -metricsInterface/-metricsPort`,
+      {
+        cause: e,
+      },
+    );
   }
 }

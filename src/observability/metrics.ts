@@ -184,14 +184,27 @@ export class Metrics implements MetricsHooks {
     const registers = [this.registry];
     const series = (s: RouteSeries) => this.registry.registerMetric(s as unknown as Counter);
     series(new RouteSeries("metadata_endpoint_latency_seconds", "Duration of HTTP requests.", "histogram", this.routes, LATENCY_BUCKETS));
-    series(new RouteSeries("metadata_endpoint_path_requests", "backend status, partitioned by status code and path.", "counter", this.routes, LATENCY_BUCKETS));
+    series(
+      new RouteSeries(
+        "metadata_endpoint_path_requests",
+        "backend status, partitioned by status code and path.",
+        "counter",
+        this.routes,
+        LATENCY_BUCKETS,
+      ),
+    );
     new Gauge({
       name: "metadata_server_version",
       help: "The current running version of the MetadataServer",
       labelNames: ["version"],
       registers,
     }).set({ version: options.version }, 1);
-    this.email = new Gauge({ name: "service_account_name", help: "The current name of the serviceAccount email", labelNames: ["email"], registers });
+    this.email = new Gauge({
+      name: "service_account_name",
+      help: "The current name of the serviceAccount email",
+      labelNames: ["email"],
+      registers,
+    });
     this.credentialType = new Gauge({
       name: "credential_type",
       help: "Type of credentials being used [serviceAccountKey | TPM | Federated | Impersonated | emulated | static]",
@@ -205,7 +218,12 @@ export class Metrics implements MetricsHooks {
       registers,
     });
 
-    const hits = new Counter({ name: "metadata_token_cache_hits_total", help: "Token requests answered from the token cache.", labelNames: ["kind"], registers });
+    const hits = new Counter({
+      name: "metadata_token_cache_hits_total",
+      help: "Token requests answered from the token cache.",
+      labelNames: ["kind"],
+      registers,
+    });
     const misses = new Counter({
       name: "metadata_token_cache_misses_total",
       help: "Token requests that had to wait for the credential source.",
@@ -246,7 +264,11 @@ export class Metrics implements MetricsHooks {
     const waiting = new Gauge({ name: "metadata_waiting_requests", help: "wait_for_change requests currently hanging.", registers });
     waiting.set(0);
     this.waiting = { inc: () => waiting.inc(), dec: () => waiting.dec() };
-    const reloads = new Counter({ name: "metadata_config_reloads_total", help: "Config reloads that swapped in a new snapshot.", registers });
+    const reloads = new Counter({
+      name: "metadata_config_reloads_total",
+      help: "Config reloads that swapped in a new snapshot.",
+      registers,
+    });
     const reloadFailures = new Counter({
       name: "metadata_config_reload_failures_total",
       help: "Config reloads rejected (the previous snapshot kept serving).",

@@ -95,7 +95,10 @@ interface Libraries {
 
 let libraries: Libraries | undefined;
 
-function open<T extends Record<string, { args: readonly FFIType[]; returns: FFIType }>>(soname: keyof typeof RUNTIME_LIBRARIES, symbols: T) {
+function open<T extends Record<string, { args: readonly FFIType[]; returns: FFIType }>>(
+  soname: keyof typeof RUNTIME_LIBRARIES,
+  symbols: T,
+) {
   try {
     return dlopen(soname, symbols as never) as unknown as ReturnType<typeof dlopen<T>>;
   } catch (cause) {
@@ -268,12 +271,7 @@ export class EsysContext {
   }
 
   /** TPM2_CreatePrimary. Returns the new object's ESYS_TR and its TPM2B_PUBLIC (wire). */
-  createPrimary(
-    hierarchy: number,
-    auth: number,
-    inSensitive: Uint8Array,
-    inPublic: Uint8Array,
-  ): { handle: number; outPublic: Uint8Array } {
+  createPrimary(hierarchy: number, auth: number, inSensitive: Uint8Array, inPublic: Uint8Array): { handle: number; outPublic: Uint8Array } {
     const sensitiveC = toC("TPM2B_SENSITIVE_CREATE", inSensitive);
     const publicC = toC("TPM2B_PUBLIC", inPublic);
     const outsideInfoC = toC("TPM2B_DATA", new Uint8Array(2));
@@ -312,20 +310,14 @@ export class EsysContext {
     const privateC = toC("TPM2B_PRIVATE", inPrivate);
     const publicC = toC("TPM2B_PUBLIC", inPublic);
     const handle = new Uint32Array(1);
-    check(
-      "Esys_Load",
-      tss().esys.Esys_Load(this.c, parent, s1, s2, ESYS_TR_NONE, privateC, publicC, handle),
-    );
+    check("Esys_Load", tss().esys.Esys_Load(this.c, parent, s1, s2, ESYS_TR_NONE, privateC, publicC, handle));
     return handle[0]!;
   }
 
   /** An ESYS_TR for a TPM handle that already exists (persistent object), via TPM2_ReadPublic. */
   fromTpmPublic(tpmHandle: number, s1: number = ESYS_TR_NONE): number {
     const handle = new Uint32Array(1);
-    check(
-      "Esys_TR_FromTPMPublic",
-      tss().esys.Esys_TR_FromTPMPublic(this.c, tpmHandle >>> 0, s1, ESYS_TR_NONE, ESYS_TR_NONE, handle),
-    );
+    check("Esys_TR_FromTPMPublic", tss().esys.Esys_TR_FromTPMPublic(this.c, tpmHandle >>> 0, s1, ESYS_TR_NONE, ESYS_TR_NONE, handle));
     return handle[0]!;
   }
 
@@ -334,16 +326,7 @@ export class EsysContext {
     const outPublic = new BigUint64Array(1);
     const name = new BigUint64Array(1);
     const qualifiedName = new BigUint64Array(1);
-    const rc = tss().esys.Esys_ReadPublic(
-      this.c,
-      handle,
-      s1,
-      ESYS_TR_NONE,
-      ESYS_TR_NONE,
-      outPublic,
-      name,
-      qualifiedName,
-    );
+    const rc = tss().esys.Esys_ReadPublic(this.c, handle, s1, ESYS_TR_NONE, ESYS_TR_NONE, outPublic, name, qualifiedName);
     release(qualifiedName);
     if (rc !== 0) {
       release(outPublic, name);
@@ -371,19 +354,7 @@ export class EsysContext {
     const handle = new Uint32Array(1);
     check(
       "Esys_StartAuthSession",
-      tss().esys.Esys_StartAuthSession(
-        this.c,
-        tpmKey,
-        bind,
-        ESYS_TR_NONE,
-        ESYS_TR_NONE,
-        ESYS_TR_NONE,
-        null,
-        type,
-        symC,
-        authHash,
-        handle,
-      ),
+      tss().esys.Esys_StartAuthSession(this.c, tpmKey, bind, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, null, type, symC, authHash, handle),
     );
     return handle[0]!;
   }
@@ -397,10 +368,7 @@ export class EsysContext {
   policyPcr(session: number, pcrDigest: Uint8Array, pcrs: Uint8Array, s1: number = ESYS_TR_NONE): void {
     const digestC = toC("TPM2B_DIGEST", pcrDigest);
     const pcrsC = toC("TPML_PCR_SELECTION", pcrs);
-    check(
-      "Esys_PolicyPCR",
-      tss().esys.Esys_PolicyPCR(this.c, session, s1, ESYS_TR_NONE, ESYS_TR_NONE, digestC, pcrsC),
-    );
+    check("Esys_PolicyPCR", tss().esys.Esys_PolicyPCR(this.c, session, s1, ESYS_TR_NONE, ESYS_TR_NONE, digestC, pcrsC));
   }
 
   /**
@@ -408,18 +376,12 @@ export class EsysContext {
    * It extends the policy digest exactly as TPM2_PolicyPassword does, so it satisfies policies built with either.
    */
   policyAuthValue(session: number): void {
-    check(
-      "Esys_PolicyAuthValue",
-      tss().esys.Esys_PolicyAuthValue(this.c, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE),
-    );
+    check("Esys_PolicyAuthValue", tss().esys.Esys_PolicyAuthValue(this.c, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE));
   }
 
   /** TPM2_PolicyRestart: reset a policy session's digest. */
   policyRestart(session: number): void {
-    check(
-      "Esys_PolicyRestart",
-      tss().esys.Esys_PolicyRestart(this.c, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE),
-    );
+    check("Esys_PolicyRestart", tss().esys.Esys_PolicyRestart(this.c, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE));
   }
 
   /** TPM2_PolicySecret(authHandle) authorised by `s1` (ESYS_TR_PASSWORD with authHandle's auth set). */
@@ -427,20 +389,7 @@ export class EsysContext {
     const empty = toC("TPM2B_DIGEST", new Uint8Array(2));
     const timeout = new BigUint64Array(1);
     const ticket = new BigUint64Array(1);
-    const rc = tss().esys.Esys_PolicySecret(
-      this.c,
-      authHandle,
-      session,
-      s1,
-      s2,
-      ESYS_TR_NONE,
-      null,
-      empty,
-      empty,
-      0,
-      timeout,
-      ticket,
-    );
+    const rc = tss().esys.Esys_PolicySecret(this.c, authHandle, session, s1, s2, ESYS_TR_NONE, null, empty, empty, 0, timeout, ticket);
     release(timeout, ticket);
     check("Esys_PolicySecret", rc);
   }

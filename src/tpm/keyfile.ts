@@ -132,8 +132,7 @@ export function parseTss2PrivateKeyDer(der: Uint8Array): Tss2PrivateKey {
   const seq = new Der(outer.expect(0x30, "SEQUENCE"));
   const oid = decodeOid(seq.expect(0x06, "OBJECT IDENTIFIER type"));
   if (oid !== OID_LOADABLE_KEY) {
-    const kind =
-      oid === OID_IMPORTABLE_KEY ? "an importable key" : oid === OID_SEALED_DATA ? "sealed data" : `OID ${oid}`;
+    const kind = oid === OID_IMPORTABLE_KEY ? "an importable key" : oid === OID_SEALED_DATA ? "sealed data" : `OID ${oid}`;
     throw new RangeError(`it is ${kind}, not a loadable key (${OID_LOADABLE_KEY})`);
   }
   const key: Tss2PrivateKey = {

@@ -191,11 +191,12 @@ class Signer implements TpmSigner {
     publicKey: KeyObject,
   ) {
     this.publicKey = publicKey;
-    this.fingerprint = createHash("sha256").update(publicKey.export({ type: "spki", format: "der" })).digest("hex");
+    this.fingerprint = createHash("sha256")
+      .update(publicKey.export({ type: "spki", format: "der" }))
+      .digest("hex");
     this.keyName = keyIsPersistent ? `the key at ${handleHex(opts.persistentHandle!)}` : `the key in ${opts.keyfile}`;
     this.signHints = {
-      TPM_AUTH_FAILED:
-        opts.keyPass === undefined ? "the key has a password: pass keyPass" : "the key password is wrong: check keyPass",
+      TPM_AUTH_FAILED: opts.keyPass === undefined ? "the key has a password: pass keyPass" : "the key password is wrong: check keyPass",
       TPM_POLICY_FAILED: policy
         ? `the key's policy is not satisfied: PCRs sha256:${policy.pcrs.join(",")} no longer hold the values the key was bound to (compare tpm2_pcrread), or pcrs does not list exactly the key's PCRs`
         : "the key takes no password, only its policy: pass the pcrs it is bound to",
@@ -252,10 +253,7 @@ class Signer implements TpmSigner {
     const sigAlg = r.u16();
     const hash = r.u16();
     if (sigAlg !== TPM2_ALG_RSASSA || hash !== TPM2_ALG_SHA256) {
-      throw new TpmError(
-        "TPM_BAD_KEY",
-        `TPM2_Sign returned scheme 0x${sigAlg.toString(16)}/0x${hash.toString(16)}, not RSASSA/SHA-256`,
-      );
+      throw new TpmError("TPM_BAD_KEY", `TPM2_Sign returned scheme 0x${sigAlg.toString(16)}/0x${hash.toString(16)}, not RSASSA/SHA-256`);
     }
     return r.tpm2b().slice();
   }
@@ -454,9 +452,7 @@ export async function openTpmSigner(opts: TpmOptions): Promise<TpmSigner> {
     }
 
     const keyHandle = key;
-    const { outPublic } = step(path, `reading the public area of ${what}`, {}, () =>
-      esys.readPublic(keyHandle, sessions.beside(ENCRYPT)),
-    );
+    const { outPublic } = step(path, `reading the public area of ${what}`, {}, () => esys.readPublic(keyHandle, sessions.beside(ENCRYPT)));
     const publicKey = rsaSigningKey(outPublic, what);
     if (opts.keyPass !== undefined) esys.setAuth(key, tpm2bAuth(opts.keyPass));
 
@@ -521,8 +517,7 @@ function loadKeyfile(
               ? "the owner hierarchy has a password: pass it as parentPass"
               : "the owner hierarchy password is wrong: check parentPass",
         },
-        () =>
-          esys.createPrimary(ESYS_TR_RH_OWNER, sessions.auth(DECRYPT | ENCRYPT), EMPTY_SENSITIVE_CREATE, H2_SRK_TEMPLATE),
+        () => esys.createPrimary(ESYS_TR_RH_OWNER, sessions.auth(DECRYPT | ENCRYPT), EMPTY_SENSITIVE_CREATE, H2_SRK_TEMPLATE),
       ).handle,
     );
     parentWhat = "the H-2 primary";

@@ -28,60 +28,60 @@ import {
  * unique.dat of two zero bytes (empty x and y).
  */
 export const H2_SRK_TEMPLATE: Uint8Array = new WireWriter()
-  .sized((w) =>
-    w
-      .u16(TPM2_ALG_ECC)
-      .u16(TPM2_ALG_SHA256)
-      .u32(
-        TPMA_OBJECT_FIXEDTPM |
-          TPMA_OBJECT_FIXEDPARENT |
-          TPMA_OBJECT_SENSITIVEDATAORIGIN |
-          TPMA_OBJECT_USERWITHAUTH |
-          TPMA_OBJECT_NODA |
-          TPMA_OBJECT_RESTRICTED |
-          TPMA_OBJECT_DECRYPT,
-      )
-      .u16(0) // authPolicy: empty
-      .u16(TPM2_ALG_AES)
-      .u16(128)
-      .u16(TPM2_ALG_CFB) // symmetric
-      .u16(TPM2_ALG_NULL) // scheme
-      .u16(TPM2_ECC_NIST_P256)
-      .u16(TPM2_ALG_NULL) // kdf
-      .u16(0)
-      .u16(0), // unique: x, y empty
+  .sized(
+    (w) =>
+      w
+        .u16(TPM2_ALG_ECC)
+        .u16(TPM2_ALG_SHA256)
+        .u32(
+          TPMA_OBJECT_FIXEDTPM |
+            TPMA_OBJECT_FIXEDPARENT |
+            TPMA_OBJECT_SENSITIVEDATAORIGIN |
+            TPMA_OBJECT_USERWITHAUTH |
+            TPMA_OBJECT_NODA |
+            TPMA_OBJECT_RESTRICTED |
+            TPMA_OBJECT_DECRYPT,
+        )
+        .u16(0) // authPolicy: empty
+        .u16(TPM2_ALG_AES)
+        .u16(128)
+        .u16(TPM2_ALG_CFB) // symmetric
+        .u16(TPM2_ALG_NULL) // scheme
+        .u16(TPM2_ECC_NIST_P256)
+        .u16(TPM2_ALG_NULL) // kdf
+        .u16(0)
+        .u16(0), // unique: x, y empty
   )
   .done();
 
 /** PolicySecret(TPM_RH_ENDORSEMENT): the authPolicy of the TCG default EK templates. */
-export const EK_POLICY = Uint8Array.from(
-  Buffer.from("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa", "hex"),
-);
+export const EK_POLICY = Uint8Array.from(Buffer.from("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa", "hex"));
 
 /**
  * The TCG default RSA-2048 EK template (EK Credential Profile, template L-1): what `tpm2_createek -G rsa` makes
  * when the TPM holds no template of its own in NV.
  */
 export const RSA_EK_TEMPLATE: Uint8Array = new WireWriter()
-  .sized((w) =>
-    w
-      .u16(TPM2_ALG_RSA)
-      .u16(TPM2_ALG_SHA256)
-      .u32(
-        TPMA_OBJECT_FIXEDTPM |
-          TPMA_OBJECT_FIXEDPARENT |
-          TPMA_OBJECT_SENSITIVEDATAORIGIN |
-          TPMA_OBJECT_ADMINWITHPOLICY |
-          TPMA_OBJECT_RESTRICTED |
-          TPMA_OBJECT_DECRYPT,
-      )
-      .tpm2b(EK_POLICY)
-      .u16(TPM2_ALG_AES)
-      .u16(128)
-      .u16(TPM2_ALG_CFB) // symmetric
-      .u16(TPM2_ALG_NULL) // scheme
-      .u16(2048) // keyBits
-      .u32(0) // exponent: default 65537
-      .tpm2b(new Uint8Array(256)), // unique: 256 zero bytes
+  .sized(
+    (w) =>
+      w
+        .u16(TPM2_ALG_RSA)
+        .u16(TPM2_ALG_SHA256)
+        .u32(
+          TPMA_OBJECT_FIXEDTPM |
+            TPMA_OBJECT_FIXEDPARENT |
+            TPMA_OBJECT_SENSITIVEDATAORIGIN |
+            TPMA_OBJECT_ADMINWITHPOLICY |
+            TPMA_OBJECT_RESTRICTED |
+            TPMA_OBJECT_DECRYPT,
+        )
+        .tpm2b(EK_POLICY)
+        .u16(TPM2_ALG_AES)
+        .u16(128)
+        .u16(TPM2_ALG_CFB) // symmetric
+        .u16(TPM2_ALG_NULL) // scheme
+        .u16(2048) // keyBits
+        .u32(0) // exponent: default 65537
+        .tpm2b(new Uint8Array(256)), // unique: 256 zero bytes
   )
   .done();

@@ -152,10 +152,15 @@ describe("the compiled executable", () => {
   test("ID tokens (jose, loaded lazily inside the executable) verify against the served JWKS", async () => {
     const s = await serve([], cwd);
     try {
-      const r = await s.get("/computeMetadata/v1/instance/service-accounts/default/identity?audience=https://binary.example.com&format=full");
+      const r = await s.get(
+        "/computeMetadata/v1/instance/service-accounts/default/identity?audience=https://binary.example.com&format=full",
+      );
       expect(r.status).toBe(200);
       const jwks = createRemoteJWKSet(new URL(`${s.url}/oauth2/v3/certs`));
-      const { payload } = await jwtVerify(await r.text(), jwks, { audience: "https://binary.example.com", issuer: "https://accounts.google.com" });
+      const { payload } = await jwtVerify(await r.text(), jwks, {
+        audience: "https://binary.example.com",
+        issuer: "https://accounts.google.com",
+      });
       expect((payload.google as { compute_engine: { project_id: string } }).compute_engine.project_id).toBe("example-project");
     } finally {
       expect(await s.stop()).toBe(0);
@@ -170,7 +175,10 @@ describe("the compiled executable", () => {
     afterAll(() => fake.stop());
 
     test("tokens come from the key's token_uri", async () => {
-      const key = await makeServiceAccountKey(fake, { email: "binary-sa@example-project.iam.gserviceaccount.com", projectId: "example-project" });
+      const key = await makeServiceAccountKey(fake, {
+        email: "binary-sa@example-project.iam.gserviceaccount.com",
+        projectId: "example-project",
+      });
       const s = await serve(["-serviceAccountFile", key.path], cwd);
       try {
         const tok = (await (await s.get(TOKEN)).json()) as { access_token: string };

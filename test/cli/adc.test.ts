@@ -10,7 +10,14 @@ import { join } from "node:path";
 import { createRemoteJWKSet, jwtVerify } from "jose";
 import { runCliToExit, serveCli } from "../helpers/cli.ts";
 import { parseFlags } from "../../src/cli/flags.ts";
-import { makeAuthorizedUser, makeServiceAccountKey, makeSubjectIssuer, startFakeGoogle, type FakeGoogle, type ServiceAccountKey } from "../fakes/google.ts";
+import {
+  makeAuthorizedUser,
+  makeServiceAccountKey,
+  makeSubjectIssuer,
+  startFakeGoogle,
+  type FakeGoogle,
+  type ServiceAccountKey,
+} from "../fakes/google.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 const CLI = join(ROOT, "src/cli.ts");
@@ -31,13 +38,16 @@ beforeAll(async () => {
   const subject = join(dir, "subject.jwt");
   writeFileSync(subject, await issuer.sign({ sub: "pod-1", aud: `https:${AUDIENCE}` }, 3600));
   wif = join(dir, "wif.json");
-  writeFileSync(wif, JSON.stringify({
-    type: "external_account",
-    audience: AUDIENCE,
-    subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
-    token_url: fake.stsUrl,
-    credential_source: { file: subject },
-  }));
+  writeFileSync(
+    wif,
+    JSON.stringify({
+      type: "external_account",
+      audience: AUDIENCE,
+      subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
+      token_url: fake.stsUrl,
+      credential_source: { file: subject },
+    }),
+  );
 });
 afterAll(async () => {
   await fake.stop();
@@ -47,10 +57,12 @@ afterAll(async () => {
 const baseEnv = () => ({ PATH: process.env.PATH ?? "" });
 
 /** Run to completion (start-ups that must fail). */
-const run = (args: string[], env: Record<string, string> = {}) => runCliToExit(["-port", ":0", ...args], { cwd: dir, env: { HOME: undefined, ...baseEnv(), ...env } });
+const run = (args: string[], env: Record<string, string> = {}) =>
+  runCliToExit(["-port", ":0", ...args], { cwd: dir, env: { HOME: undefined, ...baseEnv(), ...env } });
 
 /** Start a server; resolves once it logs its URL. */
-const serve = (args: string[], env: Record<string, string> = {}) => serveCli(args, { cwd: dir, env: { HOME: undefined, ...baseEnv(), ...env } });
+const serve = (args: string[], env: Record<string, string> = {}) =>
+  serveCli(args, { cwd: dir, env: { HOME: undefined, ...baseEnv(), ...env } });
 
 test("-iamURL: this program's flag, with Google's default", () => {
   expect(parseFlags([]).iamURL).toBe("https://iamcredentials.googleapis.com");
@@ -67,14 +79,20 @@ describe("-impersonate", () => {
       const res = await s.get(TOKEN);
       expect(res.status).toBe(200);
       const { access_token } = (await res.json()) as { access_token: string };
-      expect(fake.tokenInfo(access_token)).toMatchObject({ email: EMAIL, via: "generateAccessToken", scopes: ["https://www.googleapis.com/auth/cloud-platform"] });
+      expect(fake.tokenInfo(access_token)).toMatchObject({
+        email: EMAIL,
+        via: "generateAccessToken",
+        scopes: ["https://www.googleapis.com/auth/cloud-platform"],
+      });
       expect(fake.calls.generateAccessToken).toBe(1);
       await s.get(TOKEN);
       expect(fake.calls.generateAccessToken).toBe(1);
 
       const id = await s.get(`${IDENTITY}?audience=https://svc.example.test`);
       expect(id.status).toBe(200);
-      const { payload } = await jwtVerify(await id.text(), createRemoteJWKSet(new URL(fake.jwksUrl)), { audience: "https://svc.example.test" });
+      const { payload } = await jwtVerify(await id.text(), createRemoteJWKSet(new URL(fake.jwksUrl)), {
+        audience: "https://svc.example.test",
+      });
       expect(payload.email).toBe(EMAIL);
       expect(s.log()).not.toContain(access_token);
       expect(s.log()).not.toContain("ignored");
@@ -94,7 +112,10 @@ describe("-impersonate", () => {
       expect(s.log()).toContain('from="gcloud well-known file"');
       const { access_token } = (await (await s.get(TOKEN)).json()) as { access_token: string };
       expect(fake.tokenInfo(access_token)).toMatchObject({ email: EMAIL, via: "generateAccessToken" });
-      expect(fake.requests.find((r) => r.endpoint === "token")!.body).toMatchObject({ grant_type: "refresh_token", client_id: user.json.client_id });
+      expect(fake.requests.find((r) => r.endpoint === "token")!.body).toMatchObject({
+        grant_type: "refresh_token",
+        client_id: user.json.client_id,
+      });
       expect(s.log()).not.toContain("ignored");
     } finally {
       await s.stop();
@@ -149,7 +170,10 @@ describe("-impersonate", () => {
     expect(r.errors[0]).toContain(`${garbage}: not JSON`);
 
     const chained = join(dir, "impersonated.json");
-    writeFileSync(chained, JSON.stringify({ type: "impersonated_service_account", service_account_impersonation_url: "x", source_credentials: {} }));
+    writeFileSync(
+      chained,
+      JSON.stringify({ type: "impersonated_service_account", service_account_impersonation_url: "x", source_credentials: {} }),
+    );
     r = await run(["-impersonate"], { GOOGLE_APPLICATION_CREDENTIALS: chained });
     expect(r.code).toBe(1);
     expect(r.errors[0]).toContain(`${chained}: "type" is "impersonated_service_account"; -impersonate takes its source credentials from`);
@@ -158,7 +182,9 @@ describe("-impersonate", () => {
   test("a bad -iamURL: exit 1", async () => {
     const r = await run(["-impersonate", "-iamURL", "iamcredentials.googleapis.com"], { GOOGLE_APPLICATION_CREDENTIALS: sa.path });
     expect(r.code).toBe(1);
-    expect(r.errors[0]).toContain('-iamURL "iamcredentials.googleapis.com" is not an http(s) URL; the default is https://iamcredentials.googleapis.com');
+    expect(r.errors[0]).toContain(
+      '-iamURL "iamcredentials.googleapis.com" is not an http(s) URL; the default is https://iamcredentials.googleapis.com',
+    );
   });
 });
 
@@ -172,7 +198,9 @@ describe("-federate", () => {
       expect(fake.tokenInfo(access_token)).toMatchObject({ via: "sts", subject: expect.stringContaining("/subject/pod-1") });
       const id = await s.get(`${IDENTITY}?audience=https://svc.example.test`);
       expect(id.status).toBe(200);
-      const { payload } = await jwtVerify(await id.text(), createRemoteJWKSet(new URL(fake.jwksUrl)), { audience: "https://svc.example.test" });
+      const { payload } = await jwtVerify(await id.text(), createRemoteJWKSet(new URL(fake.jwksUrl)), {
+        audience: "https://svc.example.test",
+      });
       expect(payload.email).toBe(EMAIL);
       expect(fake.requests.find((r) => r.endpoint === "generateIdToken")!.bearer).toBe(access_token);
       expect(fake.calls.sts).toBe(1);
@@ -192,10 +220,20 @@ describe("-federate", () => {
   test("a service account key, or an external_account the library refuses: exit 1 naming the file", async () => {
     let r = await run(["-federate"], { GOOGLE_APPLICATION_CREDENTIALS: sa.path });
     expect(r.code).toBe(1);
-    expect(r.errors[0]).toContain(`${sa.path}: "type" is "service_account"; workload identity federation needs an "external_account" credential configuration (gcloud iam workload-identity-pools create-cred-config); for a service account key use -serviceAccountFile`);
+    expect(r.errors[0]).toContain(
+      `${sa.path}: "type" is "service_account"; workload identity federation needs an "external_account" credential configuration (gcloud iam workload-identity-pools create-cred-config); for a service account key use -serviceAccountFile`,
+    );
 
     const both = join(dir, "both.json");
-    writeFileSync(both, JSON.stringify({ type: "external_account", audience: AUDIENCE, subject_token_type: "urn:ietf:params:oauth:token-type:jwt", credential_source: { file: "/a", url: "http://127.0.0.1:1/" } }));
+    writeFileSync(
+      both,
+      JSON.stringify({
+        type: "external_account",
+        audience: AUDIENCE,
+        subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
+        credential_source: { file: "/a", url: "http://127.0.0.1:1/" },
+      }),
+    );
     r = await run(["-federate"], { GOOGLE_APPLICATION_CREDENTIALS: both });
     expect(r.code).toBe(1);
     expect(r.errors[0]).toContain(`${both}: No valid Identity Pool "credential_source" provided`);

@@ -37,12 +37,20 @@ describe("flag parsing (Go syntax)", () => {
   test("defaults are the Go emulator's", () => {
     const f = parseFlags([]);
     expect([f.configFile, f.interface, f.port, f.metricsPort, f.metricsPath, f["tpm-path"], f.rootCAmTLS]).toEqual([
-      "config.json", "127.0.0.1", ":8080", "9000", "/metrics", "/dev/tpmrm0", "certs/root.crt",
+      "config.json",
+      "127.0.0.1",
+      ":8080",
+      "9000",
+      "/metrics",
+      "/dev/tpmrm0",
+      "certs/root.crt",
     ]);
   });
 
   test("Go's integer syntax", () => {
-    expect([parseGoInt("10"), parseGoInt("0x1F"), parseGoInt("010"), parseGoInt("0b11"), parseGoInt("1_000"), parseGoInt("-3")]).toEqual([10, 31, 8, 3, 1000, -3]);
+    expect([parseGoInt("10"), parseGoInt("0x1F"), parseGoInt("010"), parseGoInt("0b11"), parseGoInt("1_000"), parseGoInt("-3")]).toEqual([
+      10, 31, 8, 3, 1000, -3,
+    ]);
     expect(parseGoInt("12a")).toBeUndefined();
   });
 });
@@ -96,7 +104,12 @@ describe("exits", () => {
 
   test("wrong shape: the JSON path at fault, exit 1", async () => {
     const bad = join(dir, "shape.json");
-    writeFileSync(bad, JSON.stringify({ computeMetadata: { v1: { instance: { serviceAccounts: { default: { email: "a@b" } }, mtu: 1, disks: [{ index: "zero" }] } } } }));
+    writeFileSync(
+      bad,
+      JSON.stringify({
+        computeMetadata: { v1: { instance: { serviceAccounts: { default: { email: "a@b" } }, mtu: 1, disks: [{ index: "zero" }] } } },
+      }),
+    );
     const r = await run(["-configFile", bad]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('computeMetadata.v1.instance.disks[0].index: expected an integer, found the string "zero"');
@@ -144,7 +157,7 @@ describe("serving", () => {
     const s = await serve([]);
     try {
       expect(await (await s.get("/computeMetadata/v1/project/project-id")).text()).toBe("example-project");
-      const tok = await (await s.get("/computeMetadata/v1/instance/service-accounts/default/token")).json() as any;
+      const tok = (await (await s.get("/computeMetadata/v1/instance/service-accounts/default/token")).json()) as any;
       expect(tok.access_token).toStartWith("ya29.");
       expect(s.log().match(/not valid at Google/g)).toHaveLength(1);
     } finally {
@@ -165,10 +178,14 @@ describe("serving", () => {
     try {
       expect(await (await s.get("/computeMetadata/v1/project/project-id")).text()).toBe("env-project");
       expect(await (await s.get("/computeMetadata/v1/project/numeric-project-id")).text()).toBe("42");
-      expect(await (await s.get("/computeMetadata/v1/instance/service-accounts/default/email")).text()).toBe("env-sa@env-project.iam.gserviceaccount.com");
-      const tok = await (await s.get("/computeMetadata/v1/instance/service-accounts/default/token")).json() as any;
+      expect(await (await s.get("/computeMetadata/v1/instance/service-accounts/default/email")).text()).toBe(
+        "env-sa@env-project.iam.gserviceaccount.com",
+      );
+      const tok = (await (await s.get("/computeMetadata/v1/instance/service-accounts/default/token")).json()) as any;
       expect(tok).toMatchObject({ access_token: "ya29.from-the-environment", token_type: "Bearer" });
-      expect(await (await s.get("/computeMetadata/v1/instance/service-accounts/default/identity?audience=x")).text()).toBe("header.payload.signature");
+      expect(await (await s.get("/computeMetadata/v1/instance/service-accounts/default/identity?audience=x")).text()).toBe(
+        "header.payload.signature",
+      );
       expect(s.log()).not.toContain("ya29.from-the-environment");
     } finally {
       await s.stop();
@@ -176,10 +193,13 @@ describe("serving", () => {
   });
 
   test("-serviceAccountFile: tokens from the key's token_uri", async () => {
-    const key = await makeServiceAccountKey(fake, { email: "cli-sa@example-project.iam.gserviceaccount.com", projectId: "example-project" });
+    const key = await makeServiceAccountKey(fake, {
+      email: "cli-sa@example-project.iam.gserviceaccount.com",
+      projectId: "example-project",
+    });
     const s = await serve(["-serviceAccountFile", key.path, "--v=1"]);
     try {
-      const tok = await (await s.get("/computeMetadata/v1/instance/service-accounts/default/token")).json() as any;
+      const tok = (await (await s.get("/computeMetadata/v1/instance/service-accounts/default/token")).json()) as any;
       expect(fake.isIssuedAccessToken(tok.access_token)).toBe(true);
       expect(fake.lastAssertion?.payload.iss).toBe("cli-sa@example-project.iam.gserviceaccount.com");
       expect(s.log()).not.toContain(tok.access_token);

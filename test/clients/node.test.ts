@@ -19,7 +19,9 @@ const AUDIENCE = "https://backend.example.com";
 /** A static ID token as a user might export it: any JWT with an exp. */
 const STATIC_ID_TOKEN = [
   Buffer.from(JSON.stringify({ alg: "RS256", typ: "JWT" })).toString("base64url"),
-  Buffer.from(JSON.stringify({ aud: AUDIENCE, exp: Math.floor(Date.now() / 1000) + 3600, iss: "https://accounts.google.com" })).toString("base64url"),
+  Buffer.from(JSON.stringify({ aud: AUDIENCE, exp: Math.floor(Date.now() / 1000) + 3600, iss: "https://accounts.google.com" })).toString(
+    "base64url",
+  ),
   "c2lnbmF0dXJl",
 ].join(".");
 
@@ -76,11 +78,17 @@ const modes: Mode[] = [
     name: "service account key through a fake token endpoint",
     async start() {
       const key = await makeServiceAccountKey(fake, { email: EMAIL, projectId: "example-project" });
-      return new MetadataServer({ serverConfig: { port: 0 }, credentials: new ServiceAccountKeySource(await readServiceAccountKey(key.path)) });
+      return new MetadataServer({
+        serverConfig: { port: 0 },
+        credentials: new ServiceAccountKeySource(await readServiceAccountKey(key.path)),
+      });
     },
     checkAccessToken: (t) => expect(fake.isIssuedAccessToken(t)).toBe(true),
     async checkIdToken(t) {
-      const { payload } = await jwtVerify(t, createRemoteJWKSet(new URL(fake.jwksUrl)), { audience: AUDIENCE, issuer: "https://accounts.google.com" });
+      const { payload } = await jwtVerify(t, createRemoteJWKSet(new URL(fake.jwksUrl)), {
+        audience: AUDIENCE,
+        issuer: "https://accounts.google.com",
+      });
       expect(payload.email).toBe(EMAIL);
     },
   },
@@ -115,10 +123,7 @@ for (const mode of modes) {
       expect(disks).toEqual([{ deviceName: "persistent-disk-0", index: 0, interface: "SCSI", mode: "READ_WRITE", type: "PERSISTENT" }]);
       const sa = await gcpMetadata.instance({ property: "service-accounts/default/", params: { recursive: "true" } });
       expect(sa.email).toBe(EMAIL);
-      const all = await gcpMetadata.bulk([
-        { metadataKey: "instance/name" },
-        { metadataKey: "project/project-id" },
-      ] as const);
+      const all = await gcpMetadata.bulk([{ metadataKey: "instance/name" }, { metadataKey: "project/project-id" }] as const);
       expect(all).toEqual({ "instance/name": "vm-1", "project/project-id": "example-project" });
     });
 

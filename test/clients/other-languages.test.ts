@@ -44,7 +44,10 @@ afterAll(async () => {
 
 async function run(cmd: string[], extraEnv: Record<string, string> = {}) {
   const missing = cmd[0]!.startsWith("/") ? !(await Bun.file(cmd[0]!).exists()) : !Bun.which(cmd[0]!);
-  if (missing) throw new Error(`${cmd[0]} is not installed (the test command installs python3-google-auth, golang-go and golang-google-cloud-compute-metadata-dev; gcloud comes with the machine)`);
+  if (missing)
+    throw new Error(
+      `${cmd[0]} is not installed (the test command installs python3-google-auth, golang-go and golang-google-cloud-compute-metadata-dev; gcloud comes with the machine)`,
+    );
   const p = Bun.spawn(cmd, { env: { ...env, ...extraEnv }, stdout: "pipe", stderr: "pipe" });
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   if (code !== 0) throw new Error(`${cmd.join(" ")} exited ${code}: ${stderr}`);
@@ -52,7 +55,9 @@ async function run(cmd: string[], extraEnv: Record<string, string> = {}) {
 }
 
 async function serverToken(): Promise<string> {
-  const r = await fetch(`${server.url}/computeMetadata/v1/instance/service-accounts/default/token`, { headers: { "Metadata-Flavor": "Google" } });
+  const r = await fetch(`${server.url}/computeMetadata/v1/instance/service-accounts/default/token`, {
+    headers: { "Metadata-Flavor": "Google" },
+  });
   return ((await r.json()) as { access_token: string }).access_token;
 }
 

@@ -11,7 +11,14 @@ import { createRemoteJWKSet, jwtVerify } from "jose";
 import { readAdcFile, type AdcFile } from "../../src/credentials/adc.ts";
 import { FederatedSource } from "../../src/credentials/federated.ts";
 import { DEFAULT_CONFIG_TEXT } from "../../src/index.ts";
-import { CLOUD_PLATFORM_SCOPE, GOOGLE_ISSUER, makeSubjectIssuer, startFakeGoogle, type FakeGoogle, type SubjectIssuer } from "../fakes/google.ts";
+import {
+  CLOUD_PLATFORM_SCOPE,
+  GOOGLE_ISSUER,
+  makeSubjectIssuer,
+  startFakeGoogle,
+  type FakeGoogle,
+  type SubjectIssuer,
+} from "../fakes/google.ts";
 import { startServer, V1, type Started } from "../helpers/server.ts";
 
 const DEFAULT_EMAIL = "app@example-project.iam.gserviceaccount.com";
@@ -51,14 +58,17 @@ let fileCounter = 0;
 /** Write an external_account file and read it back as the CLI would. */
 async function externalAccount(extra: Record<string, unknown> = {}): Promise<AdcFile> {
   const path = join(dir, `wif-${++fileCounter}.json`);
-  writeFileSync(path, JSON.stringify({
-    type: "external_account",
-    audience: AUDIENCE,
-    subject_token_type: JWT_TYPE,
-    token_url: fake.stsUrl,
-    credential_source: { file: subjectFile },
-    ...extra,
-  }));
+  writeFileSync(
+    path,
+    JSON.stringify({
+      type: "external_account",
+      audience: AUDIENCE,
+      subject_token_type: JWT_TYPE,
+      token_url: fake.stsUrl,
+      credential_source: { file: subjectFile },
+      ...extra,
+    }),
+  );
   return readAdcFile(path);
 }
 
@@ -131,7 +141,9 @@ describe("file-sourced subject token, no impersonation", () => {
     const bad = await s.get(url);
     expect(bad.status).toBe(500);
     const text = await bad.text();
-    expect(text).toStartWith(`Failed to obtain an access token for ${DEFAULT_EMAIL}: workload identity federation with ${join(dir, "wif-1.json")} failed:`);
+    expect(text).toStartWith(
+      `Failed to obtain an access token for ${DEFAULT_EMAIL}: workload identity federation with ${join(dir, "wif-1.json")} failed:`,
+    );
     expect(text).toContain("Injected failure (400)");
     expect(text).not.toContain(subjectToken);
     expect((await s.get(url)).status).toBe(200);
@@ -143,7 +155,9 @@ describe("file-sourced subject token, no impersonation", () => {
     fake.failNext("generateIdToken", 1, 403);
     const bad = await s.get(url);
     expect(bad.status).toBe(500);
-    expect(await bad.text()).toContain(`IAM Credentials refused generateIdToken for ${DEFAULT_EMAIL}: 403 PERMISSION_DENIED: Injected failure (403).`);
+    expect(await bad.text()).toContain(
+      `IAM Credentials refused generateIdToken for ${DEFAULT_EMAIL}: 403 PERMISSION_DENIED: Injected failure (403).`,
+    );
     expect((await s.get(url)).status).toBe(200);
     expect(fake.calls.generateIdToken).toBe(2);
   });
@@ -228,7 +242,9 @@ describe("a subject token that cannot be used", () => {
     try {
       const res = await s2.get(TOKEN);
       expect(res.status).toBe(500);
-      expect(await res.text()).toContain("400 invalid_grant: The audience in ID Token [https://elsewhere.example.test] does not match the expected audience.");
+      expect(await res.text()).toContain(
+        "400 invalid_grant: The audience in ID Token [https://elsewhere.example.test] does not match the expected audience.",
+      );
     } finally {
       await s2.stop();
     }
@@ -258,7 +274,9 @@ describe("checks before any network call", () => {
 
   test("describe() names the impersonated account", async () => {
     expect((await FederatedSource.open(adcOf(base))).describe()).toEqual({ type: "federated" });
-    expect((await FederatedSource.open(adcOf({ ...base, service_account_impersonation_url: fake.impersonationUrl(WIF_SA) }))).describe()).toEqual({
+    expect(
+      (await FederatedSource.open(adcOf({ ...base, service_account_impersonation_url: fake.impersonationUrl(WIF_SA) }))).describe(),
+    ).toEqual({
       type: "federated",
       email: WIF_SA,
     });

@@ -57,7 +57,10 @@ afterAll(async () => {
 beforeEach(() => fake.reset());
 
 async function serve(adc: AdcFile, tokenUrl?: string): Promise<Started> {
-  return startServer({ claims: claims(), credentials: new ImpersonatedSource({ adc, iamUrl: fake.url, ...(tokenUrl ? { tokenUrl } : {}) }) });
+  return startServer({
+    claims: claims(),
+    credentials: new ImpersonatedSource({ adc, iamUrl: fake.url, ...(tokenUrl ? { tokenUrl } : {}) }),
+  });
 }
 
 const jwks = () => createRemoteJWKSet(new URL(fake.jwksUrl));
@@ -208,7 +211,9 @@ describe("authorized_user as the source", () => {
       const res = await s.get(TOKEN);
       expect(res.status).toBe(500);
       const text = await res.text();
-      expect(text).toContain(`the source credentials (authorized_user ${user.json.client_id} from ${revoked}) could not get a token from ${fake.tokenUrl}`);
+      expect(text).toContain(
+        `the source credentials (authorized_user ${user.json.client_id} from ${revoked}) could not get a token from ${fake.tokenUrl}`,
+      );
       expect(text).toContain("invalid_grant");
       expect(text).not.toContain(user.json.client_secret);
       expect(fake.calls.generateAccessToken).toBe(0);
@@ -224,13 +229,16 @@ describe("external_account as the source", () => {
     const tokenFile = join(dir, "subject.jwt");
     writeFileSync(tokenFile, await issuer.sign({ sub: "ci-job", aud: `https:${WIF_AUDIENCE}` }));
     const file = join(dir, "wif-source.json");
-    writeFileSync(file, JSON.stringify({
-      type: "external_account",
-      audience: WIF_AUDIENCE,
-      subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
-      token_url: fake.stsUrl,
-      credential_source: { file: tokenFile },
-    }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        type: "external_account",
+        audience: WIF_AUDIENCE,
+        subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
+        token_url: fake.stsUrl,
+        credential_source: { file: tokenFile },
+      }),
+    );
     const s = await serve(await readAdcFile(file));
     try {
       const { access_token } = (await (await s.get(TOKEN)).json()) as { access_token: string };
@@ -244,21 +252,31 @@ describe("external_account as the source", () => {
 });
 
 describe("checks before any network call", () => {
-  const adcOf = (json: object): AdcFile => ({ path: "/x/adc.json", type: String((json as { type?: unknown }).type), json: json as Record<string, unknown> });
+  const adcOf = (json: object): AdcFile => ({
+    path: "/x/adc.json",
+    type: String((json as { type?: unknown }).type),
+    json: json as Record<string, unknown>,
+  });
 
   test("wrong types and missing fields are CredentialErrors naming the file and the field", () => {
     const make = (json: object) => () => new ImpersonatedSource({ adc: adcOf(json) });
     expect(make({ type: "impersonated_service_account" })).toThrow(
       '/x/adc.json: "type" is "impersonated_service_account"; -impersonate takes its source credentials from a service_account key, an authorized_user file',
     );
-    expect(make({ type: "authorized_user", client_id: "a", client_secret: "b" })).toThrow('/x/adc.json: "refresh_token" is missing from the authorized_user file');
+    expect(make({ type: "authorized_user", client_id: "a", client_secret: "b" })).toThrow(
+      '/x/adc.json: "refresh_token" is missing from the authorized_user file',
+    );
     expect(make({ type: "service_account", client_email: "a@b" })).toThrow('/x/adc.json: "private_key" is missing');
     expect(make({ type: "external_account", audience: "a", subject_token_type: "t" })).toThrow('"credential_source" is missing');
-    expect(make({ type: "authorized_user", client_id: "a", client_secret: "b", refresh_token: "c", token_uri: "ftp://x" })).toThrow(CredentialError);
+    expect(make({ type: "authorized_user", client_id: "a", client_secret: "b", refresh_token: "c", token_uri: "ftp://x" })).toThrow(
+      CredentialError,
+    );
   });
 
   test("readAdcFile: unreadable, not JSON, no type", async () => {
-    await expect(readAdcFile(join(dir, "absent.json"))).rejects.toThrow(`${join(dir, "absent.json")}: cannot read the credentials file (no such file)`);
+    await expect(readAdcFile(join(dir, "absent.json"))).rejects.toThrow(
+      `${join(dir, "absent.json")}: cannot read the credentials file (no such file)`,
+    );
     writeFileSync(join(dir, "garbage.json"), "{nope");
     await expect(readAdcFile(join(dir, "garbage.json"))).rejects.toThrow("not JSON");
     writeFileSync(join(dir, "untyped.json"), "{}");
@@ -278,7 +296,10 @@ describe("ADC file search, as google-auth-library does it", () => {
     expect(findAdcFile({ HOME: home })).toEqual({ path: wellKnown, fromEnv: false });
     expect(findAdcFile({ HOME: home, CLOUDSDK_CONFIG: sdk })).toBeUndefined();
     writeFileSync(join(sdk, "application_default_credentials.json"), "{}");
-    expect(findAdcFile({ HOME: home, CLOUDSDK_CONFIG: sdk })).toEqual({ path: join(sdk, "application_default_credentials.json"), fromEnv: false });
+    expect(findAdcFile({ HOME: home, CLOUDSDK_CONFIG: sdk })).toEqual({
+      path: join(sdk, "application_default_credentials.json"),
+      fromEnv: false,
+    });
     expect(findAdcFile({})).toBeUndefined();
   });
 });

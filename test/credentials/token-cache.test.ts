@@ -65,7 +65,15 @@ describe("TokenCache (unit)", () => {
     await cache.accessToken(account, ["b", "a"]);
     await cache.accessToken(account, ["a", "b", "a"]);
     expect(calls.access).toBe(1);
-    const instance = { projectId: "", projectNumber: "", instanceId: "", instanceName: "", zone: "", instanceCreationTimestamp: 0, licenseIds: [] };
+    const instance = {
+      projectId: "",
+      projectNumber: "",
+      instanceId: "",
+      instanceName: "",
+      zone: "",
+      instanceCreationTimestamp: 0,
+      licenseIds: [],
+    };
     for (const format of ["standard", "full"] as const) {
       await cache.idToken({ account, audience: "a", format, licenses: false, instance });
       await cache.idToken({ account, audience: "b", format, licenses: false, instance });

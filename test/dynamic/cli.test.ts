@@ -21,7 +21,15 @@ test("flags: defaults and values", () => {
   expect(d.watchConfig).toBe(true);
   expect(d.controlAPI).toBe(false);
   expect(d.maxWaiters).toBe(0);
-  const f = parseFlags(["-controlAPI", "-watchConfig=false", "-maxWaiters", "500", "-simulateMaintenance", "in=30s,type=MIGRATE,duration=60s", "--simulatePreemption=in=2m"]);
+  const f = parseFlags([
+    "-controlAPI",
+    "-watchConfig=false",
+    "-maxWaiters",
+    "500",
+    "-simulateMaintenance",
+    "in=30s,type=MIGRATE,duration=60s",
+    "--simulatePreemption=in=2m",
+  ]);
   expect(f.controlAPI).toBe(true);
   expect(f.watchConfig).toBe(false);
   expect(f.maxWaiters).toBe(500);

@@ -54,7 +54,9 @@ describe("reference emulator update routes", () => {
   });
 
   test("a directory body uses the path naming (kebab-case keys)", async () => {
-    expect((await update("instance/disks/0", '{"device-name":"d","index":3,"interface":"NVME","mode":"READ_ONLY","type":"PERSISTENT"}')).status).toBe(200);
+    expect(
+      (await update("instance/disks/0", '{"device-name":"d","index":3,"interface":"NVME","mode":"READ_ONLY","type":"PERSISTENT"}')).status,
+    ).toBe(200);
     expect(await body("instance/disks/0/device-name")).toBe("d");
     expect(JSON.parse(await body("instance/disks/?recursive=true"))[0].deviceName).toBe("d");
   });
@@ -72,15 +74,30 @@ describe("reference emulator update routes", () => {
 
   test("wrong shapes: 400 Updated data does not have the correct format", async () => {
     await expectAnswer(await update("instance/attributes/foo", "x"), 200, "Update successful", "application/text");
-    await expectAnswer(await update("instance/attributes", '{"foo":{"nested":"x"}}'), 400, "Updated data does not have the correct format", HTML);
+    await expectAnswer(
+      await update("instance/attributes", '{"foo":{"nested":"x"}}'),
+      400,
+      "Updated data does not have the correct format",
+      HTML,
+    );
     await expectAnswer(await update("instance/id", "not-a-number"), 400, "Updated data does not have the correct format", HTML);
-    await expectAnswer(await update("instance/scheduling", '{"automatic-restart":"TRUE"}'), 400, "Updated data does not have the correct format", HTML);
+    await expectAnswer(
+      await update("instance/scheduling", '{"automatic-restart":"TRUE"}'),
+      400,
+      "Updated data does not have the correct format",
+      HTML,
+    );
     await expectAnswer(await update("instance/licenses", "not json"), 400, "Updated data does not have the correct format", HTML);
     expect(await body("instance/id")).toBe("4520031799277581759");
   });
 
   test("an empty body: 400 no content", async () => {
-    await expectAnswer(await s.req("POST", "/emulator/v1/update/instance/cpu-platform", ""), 400, "Error: no content specified with the POST request.", HTML);
+    await expectAnswer(
+      await s.req("POST", "/emulator/v1/update/instance/cpu-platform", ""),
+      400,
+      "Error: no content specified with the POST request.",
+      HTML,
+    );
   });
 
   test("a missing parent: 404", async () => {
@@ -117,7 +134,12 @@ describe("reference emulator update routes", () => {
     expect((await s.req("POST", "/emulator/v1/update/", quotePlus(JSON.stringify(kebabbed)))).status).toBe(200);
     expect(await body("instance/cpu-platform")).toBe("AMD Rome");
     delete kebabbed.instance.zone;
-    await expectAnswer(await s.req("POST", "/emulator/v1/update/", quotePlus(JSON.stringify(kebabbed))), 400, "Updated data does not have the correct format", HTML);
+    await expectAnswer(
+      await s.req("POST", "/emulator/v1/update/", quotePlus(JSON.stringify(kebabbed))),
+      400,
+      "Updated data does not have the correct format",
+      HTML,
+    );
   });
 
   test("behind the Metadata-Flavor guard", async () => {
@@ -172,14 +194,20 @@ describe("JSON routes", () => {
   });
 
   test("type mismatches: 400 naming the path", async () => {
-    const r = await api("PUT", "instance/disks/0", { deviceName: 5, index: "x", interface: "SCSI", mode: "READ_WRITE", type: "PERSISTENT" });
+    const r = await api("PUT", "instance/disks/0", {
+      deviceName: 5,
+      index: "x",
+      interface: "SCSI",
+      mode: "READ_WRITE",
+      type: "PERSISTENT",
+    });
     expect(r.status).toBe(400);
     const e = (await r.json()) as { error: { code: string; message: string } };
     expect(e.error.code).toBe("CONFIG_SHAPE");
     expect(e.error.message).toContain("instance/disks/0.index: expected an integer");
     const nested = (await (await api("PUT", "instance/attributes/x", { a: "b" })).json()) as { error: { message: string } };
-    expect(nested.error.message).toBe('instance/attributes/x: expected a string, found an object');
-    const list = (await (await api("PUT", "instance/tags", "\"one\"")).json()) as { error: { message: string } };
+    expect(nested.error.message).toBe("instance/attributes/x: expected a string, found an object");
+    const list = (await (await api("PUT", "instance/tags", '"one"')).json()) as { error: { message: string } };
     expect(list.error.message).toContain("instance/tags: expected an array of strings");
     expect((await api("PUT", "instance/tags", "[not json")).status).toBe(400);
   });
@@ -192,7 +220,9 @@ describe("JSON routes", () => {
     expect(del.status).toBe(400);
     const patchAdd = (await (await api("PATCH", "instance/scheduling", { extra: "x" })).json()) as { error: { message: string } };
     expect(patchAdd.error.message).toContain("adds extra");
-    const patchDel = (await (await api("PATCH", "instance/", { scheduling: { preemptible: null } })).json()) as { error: { message: string } };
+    const patchDel = (await (await api("PATCH", "instance/", { scheduling: { preemptible: null } })).json()) as {
+      error: { message: string };
+    };
     expect(patchDel.error.message).toContain("instance/scheduling: the keys of this directory are fixed; the change removes preemptible");
     const replace = await api("PUT", "instance/scheduling", { automaticRestart: "FALSE" });
     expect(replace.status).toBe(400);

@@ -70,7 +70,9 @@ describe("enabled", () => {
       guestInventory: { Hostname: "vm-1" },
       hostkeys: { "ssh-ed25519": "ssh-ed25519 AAAAC3Nza host", "ssh_RSA-2": "ssh-rsa AAAAB3" },
     });
-    expect(JSON.parse((await read(await s.get(`${V1}instance/?recursive=true`))).body).guestAttributes.guestInventory).toEqual({ Hostname: "vm-1" });
+    expect(JSON.parse((await read(await s.get(`${V1}instance/?recursive=true`))).body).guestAttributes.guestInventory).toEqual({
+      Hostname: "vm-1",
+    });
 
     expect((await s.req("PUT", `${GA}hostkeys/ssh-ed25519`, "replaced")).status).toBe(200);
     expect((await read(await s.get(`${GA}hostkeys/ssh-ed25519`))).body).toBe("replaced");

@@ -54,7 +54,14 @@ describe("host maintenance", () => {
     expect(pending.type).toBe("SCHEDULED");
     expect(pending.window_start_time).toBe(ev.startsAt);
     expect(pending.window_end_time).toBe(ev.endsAt);
-    expect(Object.keys(pending)).toEqual(["can_reschedule", "latest_window_start_time", "maintenance_status", "type", "window_end_time", "window_start_time"]);
+    expect(Object.keys(pending)).toEqual([
+      "can_reschedule",
+      "latest_window_start_time",
+      "maintenance_status",
+      "type",
+      "window_end_time",
+      "window_start_time",
+    ]);
     expect(JSON.parse(notices[2]!).maintenance_status).toBe("ONGOING");
     expect(notices[3]).toBe("status 404");
     expect(s.server.lifecycle.list()[0]!.state).toBe("done");
@@ -68,7 +75,11 @@ describe("host maintenance", () => {
     expect((await read(await s.get(`${V1}instance/upcoming-maintenance`))).body).toBe("{}");
     const events = follow("instance/maintenance-event", 3);
     await until(() => s.server.changes.size === 1);
-    const r = await s.req("POST", "/emulator/v1/lifecycle/maintenance", JSON.stringify({ in: "50ms", type: "TERMINATE", duration: "100ms" }));
+    const r = await s.req(
+      "POST",
+      "/emulator/v1/lifecycle/maintenance",
+      JSON.stringify({ in: "50ms", type: "TERMINATE", duration: "100ms" }),
+    );
     expect(r.status).toBe(201);
     expect(((await r.json()) as { type: string }).type).toBe("TERMINATE");
     expect(await events).toEqual(["NONE", "TERMINATE_ON_HOST_MAINTENANCE", "NONE"]);
@@ -116,7 +127,9 @@ describe("preemption", () => {
     expect(sd.stopState).toBe("PENDING_STOP");
     expect(sd.targetState).toBe("TERMINATED");
     expect(Date.now() - Date.parse(sd.requestTimestamp)).toBeLessThan(5000);
-    expect((await read(await s.get(`${V1}instance/shutdown-details/`))).body).toBe("max-duration\nrequest-timestamp\nstop-state\ntarget-state\n");
+    expect((await read(await s.get(`${V1}instance/shutdown-details/`))).body).toBe(
+      "max-duration\nrequest-timestamp\nstop-state\ntarget-state\n",
+    );
   });
 
   test("through the control API; DELETE termination action gives target-state DELETED", async () => {

@@ -25,7 +25,11 @@ describe("certs/ files", () => {
   });
 
   test("leaves chain to their root, match their PKCS#8 keys and are valid for 20 years", () => {
-    const pairs = [["server", "root.crt"], ["client", "root.crt"], ["other-client", "other-root.crt"]] as const;
+    const pairs = [
+      ["server", "root.crt"],
+      ["client", "root.crt"],
+      ["other-client", "other-root.crt"],
+    ] as const;
     for (const [leaf, root] of pairs) {
       const c = cert(`${leaf}.crt`);
       expect(c.ca).toBe(false);

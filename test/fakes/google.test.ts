@@ -58,7 +58,8 @@ const postJson = (url: string, body: unknown, bearer?: string) =>
     headers: { "content-type": "application/json", ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) },
   });
 
-const tokenFor = async (a: string) => postForm(google.tokenUrl, { grant_type: "urn:ietf:params:oauth:grant-type:jwt-bearer", assertion: a });
+const tokenFor = async (a: string) =>
+  postForm(google.tokenUrl, { grant_type: "urn:ietf:params:oauth:grant-type:jwt-bearer", assertion: a });
 
 /** An access token for EMAIL, straight from the fake. */
 const sourceToken = async (scope = CLOUD_PLATFORM_SCOPE) => {
@@ -70,8 +71,17 @@ describe("service-account key file", () => {
   test("has Google's exact fields, in order, with token_uri pointing at the fake", () => {
     const onDisk = JSON.parse(readFileSync(sa.path, "utf8"));
     expect(Object.keys(onDisk)).toEqual([
-      "type", "project_id", "private_key_id", "private_key", "client_email", "client_id", "auth_uri",
-      "token_uri", "auth_provider_x509_cert_url", "client_x509_cert_url", "universe_domain",
+      "type",
+      "project_id",
+      "private_key_id",
+      "private_key",
+      "client_email",
+      "client_id",
+      "auth_uri",
+      "token_uri",
+      "auth_provider_x509_cert_url",
+      "client_x509_cert_url",
+      "universe_domain",
     ]);
     expect(onDisk).toEqual(sa.json);
     expect(onDisk.type).toBe("service_account");
@@ -151,7 +161,9 @@ describe("token endpoint verifies assertions for real", () => {
 
   test("rejects a tampered assertion (payload changed, signature kept)", async () => {
     const [h, , s] = (await assertion()).split(".");
-    const forged = Buffer.from(JSON.stringify({ ...decodeJwt(await assertion()), scope: "https://www.googleapis.com/auth/admin" })).toString("base64url");
+    const forged = Buffer.from(
+      JSON.stringify({ ...decodeJwt(await assertion()), scope: "https://www.googleapis.com/auth/admin" }),
+    ).toString("base64url");
     await expectGrantError(await tokenFor(`${h}.${forged}.${s}`), /Invalid JWT Signature/);
     expect(google.lastAssertion!.payload.scope).toBe("https://www.googleapis.com/auth/admin");
   });
@@ -191,7 +203,12 @@ describe("authorized_user refresh grant", () => {
 
   test("rejects a wrong client secret and a wrong refresh token", async () => {
     const { json } = await makeAuthorizedUser(google);
-    const grant = { grant_type: "refresh_token", client_id: json.client_id, client_secret: json.client_secret, refresh_token: json.refresh_token };
+    const grant = {
+      grant_type: "refresh_token",
+      client_id: json.client_id,
+      client_secret: json.client_secret,
+      refresh_token: json.refresh_token,
+    };
     const badSecret = await postForm(google.tokenUrl, { ...grant, client_secret: "nope" });
     expect(badSecret.status).toBe(401);
     expect(await badSecret.json()).toMatchObject({ error: "invalid_client" });
@@ -213,13 +230,21 @@ describe("IAM Credentials", () => {
     const unknown = await postJson(iamUrl("generateIdToken"), { audience: "a" }, "ya29.not-from-the-fake");
     expect(unknown.status).toBe(401);
     expect(await unknown.json()).toMatchObject({ error: { code: 401, status: "UNAUTHENTICATED" } });
-    const narrow = await postJson(iamUrl("signJwt"), { payload: "{}" }, await sourceToken("https://www.googleapis.com/auth/devstorage.read_only"));
+    const narrow = await postJson(
+      iamUrl("signJwt"),
+      { payload: "{}" },
+      await sourceToken("https://www.googleapis.com/auth/devstorage.read_only"),
+    );
     expect(narrow.status).toBe(403);
     expect(google.calls.generateAccessToken + google.calls.generateIdToken + google.calls.signJwt).toBe(3);
   });
 
   test("generateAccessToken issues a token for the target with the requested lifetime", async () => {
-    const res = await postJson(iamUrl("generateAccessToken"), { scope: [CLOUD_PLATFORM_SCOPE], lifetime: "600s", delegates: [] }, await sourceToken());
+    const res = await postJson(
+      iamUrl("generateAccessToken"),
+      { scope: [CLOUD_PLATFORM_SCOPE], lifetime: "600s", delegates: [] },
+      await sourceToken(),
+    );
     expect(res.status).toBe(200);
     const { accessToken, expireTime } = (await res.json()) as { accessToken: string; expireTime: string };
     expect(expireTime).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
@@ -294,7 +319,10 @@ describe("STS token exchange", () => {
       via: "sts",
       subject: "principal://iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/pool/subject/workload-1",
     });
-    const viaSa = await new IdentityPoolClient({ ...base, service_account_impersonation_url: google.impersonationUrl(TARGET) }).getAccessToken();
+    const viaSa = await new IdentityPoolClient({
+      ...base,
+      service_account_impersonation_url: google.impersonationUrl(TARGET),
+    }).getAccessToken();
     expect(google.tokenInfo(viaSa.token!)).toMatchObject({ email: TARGET, via: "generateAccessToken" });
     expect(google.calls.sts).toBe(2);
     expect(google.calls.generateAccessToken).toBe(1);
@@ -355,7 +383,11 @@ describe("control and introspection", () => {
     expect(google.calls.token).toBe(3);
 
     google.failNext("generateAccessToken", 1, 403);
-    const denied = await postJson(`${google.url}/v1/projects/-/serviceAccounts/${TARGET}:generateAccessToken`, { scope: [CLOUD_PLATFORM_SCOPE] }, await sourceToken());
+    const denied = await postJson(
+      `${google.url}/v1/projects/-/serviceAccounts/${TARGET}:generateAccessToken`,
+      { scope: [CLOUD_PLATFORM_SCOPE] },
+      await sourceToken(),
+    );
     expect(denied.status).toBe(403);
     expect(await denied.json()).toMatchObject({ error: { code: 403, status: "PERMISSION_DENIED" } });
 

@@ -45,23 +45,10 @@ const SUBJECT_JWT_TYPES = new Set(["urn:ietf:params:oauth:token-type:jwt", "urn:
 /** Audiences Google's token endpoint accepts in a JWT-bearer assertion (besides the fake's own URL). */
 const GOOGLE_TOKEN_AUDIENCES = [GOOGLE_TOKEN_URL, "https://www.googleapis.com/oauth2/v4/token"];
 /** Hosts `fake.fetch` sends to the fake. Any other Google host fails fast instead of timing out on DNS. */
-const REDIRECTED_HOSTS = new Set([
-  "oauth2.googleapis.com",
-  "iamcredentials.googleapis.com",
-  "sts.googleapis.com",
-  "www.googleapis.com",
-]);
+const REDIRECTED_HOSTS = new Set(["oauth2.googleapis.com", "iamcredentials.googleapis.com", "sts.googleapis.com", "www.googleapis.com"]);
 
 /** Every endpoint the fake serves, as named in `calls`, `failNext` and `requests`. */
-export type FakeEndpoint =
-  | "token"
-  | "generateAccessToken"
-  | "generateIdToken"
-  | "signJwt"
-  | "signBlob"
-  | "sts"
-  | "certs"
-  | "accountCerts";
+export type FakeEndpoint = "token" | "generateAccessToken" | "generateIdToken" | "signJwt" | "signBlob" | "sts" | "certs" | "accountCerts";
 
 const ENDPOINTS: readonly FakeEndpoint[] = [
   "token",
@@ -185,8 +172,7 @@ class Reply {
 }
 
 /** OAuth2-style error (token endpoint, STS). */
-const oauthError = (status: number, error: string, description: string) =>
-  new Reply(status, { error, error_description: description });
+const oauthError = (status: number, error: string, description: string) => new Reply(status, { error, error_description: description });
 
 const GRPC_STATUS: Record<number, string> = {
   400: "INVALID_ARGUMENT",
@@ -331,10 +317,14 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
     const email = str(claims.iss);
     const registered = email ? serviceAccounts.get(email) : undefined;
     if (!email || !registered) throw oauthError(400, "invalid_grant", "Invalid grant: account not found");
-    const candidates = header.kid && registered.some((k) => k.kid === header.kid)
-      ? registered.filter((k) => k.kid === header.kid)
-      : registered;
-    if (!(await verifyWithAny(assertion, candidates.map((k) => k.key)))) {
+    const candidates =
+      header.kid && registered.some((k) => k.kid === header.kid) ? registered.filter((k) => k.kid === header.kid) : registered;
+    if (
+      !(await verifyWithAny(
+        assertion,
+        candidates.map((k) => k.key),
+      ))
+    ) {
       throw oauthError(400, "invalid_grant", "Invalid JWT Signature.");
     }
     const audiences = [...GOOGLE_TOKEN_AUDIENCES, `${url}/token`];
@@ -343,10 +333,7 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
     }
     const now = nowSeconds();
     const { iat, exp } = claims;
-    if (
-      typeof iat !== "number" || typeof exp !== "number" ||
-      exp <= iat || exp - iat > 3600 || exp <= now || iat > now + 300
-    ) {
+    if (typeof iat !== "number" || typeof exp !== "number" || exp <= iat || exp - iat > 3600 || exp <= now || iat > now + 300) {
       throw oauthError(
         400,
         "invalid_grant",
@@ -430,7 +417,8 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
         let lifetime = 3600;
         if (body.lifetime !== undefined) {
           const m = typeof body.lifetime === "string" ? body.lifetime.match(/^(\d+)(\.\d+)?s$/) : null;
-          if (!m) throw apiError(400, `Invalid value at 'lifetime' (type.googleapis.com/google.protobuf.Duration), "${String(body.lifetime)}"`);
+          if (!m)
+            throw apiError(400, `Invalid value at 'lifetime' (type.googleapis.com/google.protobuf.Duration), "${String(body.lifetime)}"`);
           lifetime = Number(m[1]);
         }
         if (lifetime < 1 || lifetime > 43200) {
@@ -467,9 +455,7 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
           throw apiError(400, "The exp claim must be an integer timestamp not in the past and at most 12 hours in the future.");
         }
         const key = await systemKey(target);
-        const signedJwt = await new SignJWT(claims)
-          .setProtectedHeader({ alg: "RS256", kid: key.kid, typ: "JWT" })
-          .sign(key.privateKey);
+        const signedJwt = await new SignJWT(claims).setProtectedHeader({ alg: "RS256", kid: key.kid, typ: "JWT" }).sign(key.privateKey);
         return { keyId: key.kid, signedJwt };
       }
       case "signBlob": {
@@ -501,7 +487,11 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
       /^\/\/iam\.googleapis\.com\/(?:projects\/(\d+)\/locations\/global\/workloadIdentityPools\/([^/]+)|locations\/global\/workforcePools\/([^/]+))\/providers\/[^/]+$/,
     );
     if (!audience || !pool) {
-      throw oauthError(400, "invalid_request", 'Invalid value for "audience". This value should be the full resource name of the Identity Provider.');
+      throw oauthError(
+        400,
+        "invalid_request",
+        'Invalid value for "audience". This value should be the full resource name of the Identity Provider.',
+      );
     }
     const subjectToken = field("subject_token", "subjectToken");
     const subjectTokenType = field("subject_token_type", "subjectTokenType");
@@ -589,8 +579,7 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
     }
   }
 
-  const toResponse = (r: Reply) =>
-    Response.json(r.body, { status: r.status, headers: { "cache-control": "no-store", ...r.headers } });
+  const toResponse = (r: Reply) => Response.json(r.body, { status: r.status, headers: { "cache-control": "no-store", ...r.headers } });
 
   const server = Bun.serve({
     hostname: "127.0.0.1",
@@ -646,8 +635,7 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
       subjectIssuers.set(iss, { key: toPublicKey(publicKey), ...(o.audiences ? { audiences: o.audiences } : {}) });
     },
     uniqueId,
-    impersonationUrl: (email, method = "generateAccessToken") =>
-      `${url}/v1/projects/-/serviceAccounts/${email}:${method}`,
+    impersonationUrl: (email, method = "generateAccessToken") => `${url}/v1/projects/-/serviceAccounts/${email}:${method}`,
     isIssuedAccessToken(t) {
       const info = issued.get(t);
       return !!info && info.expiresAt > Date.now();

@@ -52,8 +52,15 @@ export async function rawRequest(port: number, text: string): Promise<string> {
  * Open `n` sockets at once and send one GET on each; resolves with each status line and body. Unlike fetch, whose
  * client caps connections per process, this really puts `n` requests in flight together.
  */
-export async function concurrentGets(port: number, path: string, n: number, headers: Record<string, string> = FLAVOR): Promise<{ status: number; body: string }[]> {
-  const head = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+export async function concurrentGets(
+  port: number,
+  path: string,
+  n: number,
+  headers: Record<string, string> = FLAVOR,
+): Promise<{ status: number; body: string }[]> {
+  const head = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join("");
   const request = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n${head}Connection: close\r\n\r\n`;
   const one = async () => {
     const raw = await rawRequest(port, request);

@@ -70,7 +70,6 @@ export class Tpm2Tools {
     return r.stdout.toString();
   }
 
-
   path(name: string): string {
     return join(this.dir, name);
   }
@@ -149,11 +148,7 @@ export class Tpm2Tools {
   }
 
   /** Import a key under the H-2 primary and make it persistent at `handle` (tpm2_import, tpm2_load, tpm2_evictcontrol). */
-  async persistKey(
-    key: GeneratedKey,
-    handle: number,
-    o: { keyPass?: string; policy?: string; attributes?: string } = {},
-  ): Promise<void> {
+  async persistKey(key: GeneratedKey, handle: number, o: { keyPass?: string; policy?: string; attributes?: string } = {}): Promise<void> {
     const parent = await this.createH2Primary();
     const name = `persist-${handle.toString(16)}`;
     const { pub, priv } = this.importKey(key, name, parent, o);
@@ -177,7 +172,23 @@ export class Tpm2Tools {
   async persistentParentKeyfile(key: GeneratedKey, name: string, parentHandle: number, parentPass: string): Promise<string> {
     await writeFile(this.path("unique.dat"), new Uint8Array([0, 0]));
     const handle = `0x${parentHandle.toString(16)}`;
-    this.run("tpm2_createprimary", "-C", "o", "-G", "ecc", "-g", "sha256", "-a", H2_ATTRIBUTES, "-u", "unique.dat", "-p", parentPass, "-c", `${name}-parent.ctx`);
+    this.run(
+      "tpm2_createprimary",
+      "-C",
+      "o",
+      "-G",
+      "ecc",
+      "-g",
+      "sha256",
+      "-a",
+      H2_ATTRIBUTES,
+      "-u",
+      "unique.dat",
+      "-p",
+      parentPass,
+      "-c",
+      `${name}-parent.ctx`,
+    );
     this.run("tpm2_evictcontrol", "-C", "o", "-c", `${name}-parent.ctx`, handle);
     const { pub, priv } = this.importKey(key, name, handle, { parentAuth: parentPass });
     const out = this.path(`${name}.tss.pem`);

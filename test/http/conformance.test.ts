@@ -45,7 +45,9 @@ describe("admission", () => {
     expect(r.status).toBe(403);
     expect(r.headers.get("content-type")).toBe("text/html; charset=UTF-8");
     expect(body).toContain("<title>Error 403 (Forbidden)!!1</title>");
-    expect(body).toContain(`Your client does not have permission to get URL <code>${V1}instance/name?alt=text</code> from this server. Missing Metadata-Flavor:Google header.`);
+    expect(body).toContain(
+      `Your client does not have permission to get URL <code>${V1}instance/name?alt=text</code> from this server. Missing Metadata-Flavor:Google header.`,
+    );
     expectStandardHeaders(r);
   });
 
@@ -201,7 +203,10 @@ describe("directories", () => {
   });
 
   test("the Location keeps the Host the client used, trailing dot included", async () => {
-    const r = await rawRequest(s.server.port, `GET ${V1}instance HTTP/1.1\r\nHost: metadata.google.internal.\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n`);
+    const r = await rawRequest(
+      s.server.port,
+      `GET ${V1}instance HTTP/1.1\r\nHost: metadata.google.internal.\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n`,
+    );
     expect(r).toMatch(/\r\nLocation: http:\/\/metadata\.google\.internal\.\/computeMetadata\/v1\/instance\/\r\n/i);
   });
 
@@ -372,18 +377,22 @@ describe("service accounts", () => {
     const t1 = JSON.parse(raw);
     expect(t1.expires_in).toBeGreaterThan(3500);
     expect(t1.expires_in).toBeLessThanOrEqual(3600);
-    const t2 = await (await s.get(`${SA}default/token`)).json() as any;
+    const t2 = (await (await s.get(`${SA}default/token`)).json()) as any;
     expect(t2.access_token).toBe(t1.access_token);
     expect(t2.expires_in).toBeLessThanOrEqual(t1.expires_in);
     // The e-mail form of the path is the same account.
-    const t3 = await (await s.get(`${SA}123456789012-compute@developer.gserviceaccount.com/token`)).json() as any;
+    const t3 = (await (await s.get(`${SA}123456789012-compute@developer.gserviceaccount.com/token`)).json()) as any;
     expect(t3.access_token).toBe(t1.access_token);
   });
 
   test("token: scopes select a different token; encoded and plain commas are the same request", async () => {
-    const def = await (await s.get(`${SA}default/token`)).json() as any;
-    const a = await (await s.get(`${SA}default/token?scopes=https://www.googleapis.com/auth/a,https://www.googleapis.com/auth/b`)).json() as any;
-    const b = await (await s.get(`${SA}default/token?scopes=https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fa%2Chttps%3A%2F%2Fwww.googleapis.com%2Fauth%2Fb`)).json() as any;
+    const def = (await (await s.get(`${SA}default/token`)).json()) as any;
+    const a = (await (
+      await s.get(`${SA}default/token?scopes=https://www.googleapis.com/auth/a,https://www.googleapis.com/auth/b`)
+    ).json()) as any;
+    const b = (await (
+      await s.get(`${SA}default/token?scopes=https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fa%2Chttps%3A%2F%2Fwww.googleapis.com%2Fauth%2Fb`)
+    ).json()) as any;
     expect(a.access_token).not.toBe(def.access_token);
     expect(b.access_token).toBe(a.access_token);
   });
@@ -408,7 +417,7 @@ describe("service accounts", () => {
     expectStandardHeaders(r);
     const jwt = await r.text();
     expect(decodeProtectedHeader(jwt)).toMatchObject({ alg: "RS256", typ: "JWT" });
-    const discovery = await (await fetch(`${s.base}/.well-known/openid-configuration`)).json() as any;
+    const discovery = (await (await fetch(`${s.base}/.well-known/openid-configuration`)).json()) as any;
     expect(discovery.issuer).toBe("https://accounts.google.com");
     const { payload } = await jwtVerify(jwt, createRemoteJWKSet(new URL(discovery.jwks_uri)), {
       issuer: "https://accounts.google.com",

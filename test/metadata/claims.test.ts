@@ -59,16 +59,22 @@ describe("config checks", () => {
   test("syntax errors name the source, line and column", () => {
     const e = configError(() => parseConfigText('{"computeMetadata": {\n "v1": [}', "my.json"));
     expect(e.code).toBe("CONFIG_SYNTAX");
-    expect(e.message).toBe("my.json: invalid JSON at line 2, column 9: unexpected \"}\"");
+    expect(e.message).toBe('my.json: invalid JSON at line 2, column 9: unexpected "}"');
   });
 
   test("shape errors name the JSON path", () => {
     const cases: [object, string][] = [
       [{}, "config: computeMetadata: missing"],
       [v1({ instance: { id: "abc" } }), 'config: computeMetadata.v1.instance.id: expected an integer, found the string "abc"'],
-      [v1({ instance: { disks: [{ index: {} }] } }), "config: computeMetadata.v1.instance.disks[0].index: expected an integer, found an object"],
+      [
+        v1({ instance: { disks: [{ index: {} }] } }),
+        "config: computeMetadata.v1.instance.disks[0].index: expected an integer, found an object",
+      ],
       [v1({ instance: { tags: "a" } }), 'config: computeMetadata.v1.instance.tags: expected an array of strings, found the string "a"'],
-      [v1({ project: { attributes: { "startup-script": ["x"] } } }), 'config: computeMetadata.v1.project.attributes["startup-script"]: expected a string, found an array'],
+      [
+        v1({ project: { attributes: { "startup-script": ["x"] } } }),
+        'config: computeMetadata.v1.project.attributes["startup-script"]: expected a string, found an array',
+      ],
       [v1({ instance: { attributes: { "a/b": "x" } } }), 'key "a/b" cannot be a path segment'],
     ];
     for (const [doc, message] of cases) expect(configError(() => claimsFromDocument(doc)).message).toContain(message);
@@ -104,10 +110,21 @@ describe("naming rules", () => {
   });
 
   test("partner attributes keep namespaces with dots and snake_case keys", () => {
-    const s = snap(v1({ instance: { partnerAttributes: { "iam.googleapis.com": { "workload-identity": "spiffe://x" }, "wc.compute.googleapis.com": { key_algorithm: "ecdsa-p256" } } } }));
+    const s = snap(
+      v1({
+        instance: {
+          partnerAttributes: {
+            "iam.googleapis.com": { "workload-identity": "spiffe://x" },
+            "wc.compute.googleapis.com": { key_algorithm: "ecdsa-p256" },
+          },
+        },
+      }),
+    );
     expect(body(s, "instance/partner-attributes/")).toBe("iam.googleapis.com/\nwc.compute.googleapis.com/\n");
     expect(body(s, "instance/partner-attributes/wc.compute.googleapis.com/key_algorithm")).toBe("ecdsa-p256");
-    expect(s.lookup("/computeMetadata/v1/instance/partner-attributes/iam.googleapis.com")).toMatchObject({ target: "/computeMetadata/v1/instance/partner-attributes/iam.googleapis.com/" });
+    expect(s.lookup("/computeMetadata/v1/instance/partner-attributes/iam.googleapis.com")).toMatchObject({
+      target: "/computeMetadata/v1/instance/partner-attributes/iam.googleapis.com/",
+    });
   });
 
   test("upcoming-maintenance is a leaf holding a snake_case JSON object", () => {
@@ -128,7 +145,9 @@ describe("naming rules", () => {
     const fwd = s.node("instance/network-interfaces/0/forwarded-ips/")!;
     expect(fwd.recursive!.body).toBe('["10.0.0.1","10.0.0.2"]');
     expect(fwd.recursiveText.body).toBe("10.0.0.1\n10.0.0.2\n");
-    expect(s.node("instance/network-interfaces/0/")!.recursiveText.body).toBe("forwarded-ips 10.0.0.1\nforwarded-ips 10.0.0.2\nip 10.1.1.1\n");
+    expect(s.node("instance/network-interfaces/0/")!.recursiveText.body).toBe(
+      "forwarded-ips 10.0.0.1\nforwarded-ips 10.0.0.2\nip 10.1.1.1\n",
+    );
   });
 
   test("indices sort numerically past 9", () => {
@@ -151,7 +170,9 @@ describe("environment overrides (Go emulator)", () => {
   });
 
   test("a non-numeric project number is refused", () => {
-    expect(configError(() => snap(base(), { GOOGLE_NUMERIC_PROJECT_ID: "abc" })).message).toContain("GOOGLE_NUMERIC_PROJECT_ID must be digits only");
+    expect(configError(() => snap(base(), { GOOGLE_NUMERIC_PROJECT_ID: "abc" })).message).toContain(
+      "GOOGLE_NUMERIC_PROJECT_ID must be digits only",
+    );
   });
 
   test("GOOGLE_SERVICE_ACCOUNT (and the README's GOOGLE_ACCOUNT_EMAIL) rename the default account", () => {

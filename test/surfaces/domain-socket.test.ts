@@ -112,9 +112,12 @@ describe("library: serverConfig.domainSocket", () => {
 describe("what is already at the path", () => {
   test("a stale socket left by a crashed (SIGKILLed) server is removed and replaced", async () => {
     const p = sockPath();
-    const crashed = Bun.spawn([process.execPath, "-e", `Bun.serve({ unix: ${JSON.stringify(p)}, fetch: () => new Response("old") }); console.log("up")`], {
-      stdout: "pipe",
-    });
+    const crashed = Bun.spawn(
+      [process.execPath, "-e", `Bun.serve({ unix: ${JSON.stringify(p)}, fetch: () => new Response("old") }); console.log("up")`],
+      {
+        stdout: "pipe",
+      },
+    );
     const reader = (crashed.stdout as ReadableStream<Uint8Array>).getReader();
     await reader.read(); // "up"
     crashed.kill("SIGKILL");

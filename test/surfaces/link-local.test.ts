@@ -82,10 +82,13 @@ describe.skipIf(cannot !== undefined)(
     });
 
     test("the listener is inside the namespace only: the host has no 169.254.169.254:80 from this server", async () => {
-      const host = Bun.spawn(["curl", "-sS", "--max-time", "2", "-H", "Metadata-Flavor: Google", "http://169.254.169.254/computeMetadata/v1/project/project-id"], {
-        stdout: "pipe",
-        stderr: "pipe",
-      });
+      const host = Bun.spawn(
+        ["curl", "-sS", "--max-time", "2", "-H", "Metadata-Flavor: Google", "http://169.254.169.254/computeMetadata/v1/project/project-id"],
+        {
+          stdout: "pipe",
+          stderr: "pipe",
+        },
+      );
       const [out] = await Promise.all([new Response(host.stdout).text(), host.exited]);
       expect(out).not.toBe("example-project");
     });

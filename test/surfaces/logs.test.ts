@@ -38,7 +38,11 @@ async function exercise(args: string[], extraSecrets: () => string[] = () => [])
       const body = (await res.json()) as { access_token: string };
       secrets.push(body.access_token);
     }
-    for (const q of ["?audience=https://svc.example", "?audience=https://svc.example&format=full&licenses=TRUE", "?audience=https://other.example"]) {
+    for (const q of [
+      "?audience=https://svc.example",
+      "?audience=https://svc.example&format=full&licenses=TRUE",
+      "?audience=https://other.example",
+    ]) {
       const res = await fetch(`${acct}/identity${q}`, { headers: H });
       expect(res.status).toBe(200);
       secrets.push(await res.text());
@@ -103,7 +107,10 @@ describe("per-request lines", () => {
     } finally {
       await cli.stop();
     }
-    const lines = cli.stderr().split("\n").filter((l) => l.includes(" DEBUG request "));
+    const lines = cli
+      .stderr()
+      .split("\n")
+      .filter((l) => l.includes(" DEBUG request "));
     expect(lines.length).toBe(3);
     expect(lines[0]).toMatch(
       new RegExp(`DEBUG request method=GET path=${V1}instance/id route=${V1}instance/id status=200 ms=[\\d.]+ bytes=${id.length}$`),

@@ -68,9 +68,21 @@ describe("after known traffic", () => {
     for (let i = 0; i < 5; i++) await send(`${V1}instance/attributes/enable-oslogin`, 200, `${V1}instance/attributes/{key}`, "OK");
     for (let i = 0; i < 3; i++) await send(`${V1}instance/attributes/startup-script`, 200, `${V1}instance/attributes/{key}`, "OK");
     for (let i = 0; i < 2; i++) await send(`${V1}instance/id`, 200, `${V1}instance/id`, "OK");
-    for (let i = 0; i < 3; i++) await send(`${V1}instance/service-accounts/default/token`, 200, `${V1}instance/service-accounts/{account}/token`, "OK");
-    await send(`${V1}instance/service-accounts/${DEFAULT_EMAIL}/token?scopes=a,b`, 200, `${V1}instance/service-accounts/{account}/token`, "OK");
-    for (let i = 0; i < 2; i++) await send(`${V1}instance/service-accounts/default/identity?audience=https://a.example`, 200, `${V1}instance/service-accounts/{account}/identity`, "OK");
+    for (let i = 0; i < 3; i++)
+      await send(`${V1}instance/service-accounts/default/token`, 200, `${V1}instance/service-accounts/{account}/token`, "OK");
+    await send(
+      `${V1}instance/service-accounts/${DEFAULT_EMAIL}/token?scopes=a,b`,
+      200,
+      `${V1}instance/service-accounts/{account}/token`,
+      "OK",
+    );
+    for (let i = 0; i < 2; i++)
+      await send(
+        `${V1}instance/service-accounts/default/identity?audience=https://a.example`,
+        200,
+        `${V1}instance/service-accounts/{account}/identity`,
+        "OK",
+      );
     await send(`${V1}instance/service-accounts/default/identity`, 400, `${V1}instance/service-accounts/{account}/identity`, "Bad Request");
     await send(`${V1}instance`, 301, `${V1}instance`, "Moved Permanently");
     await send(`${V1}instance/id`, 403, `${V1}instance/id`, "Forbidden", {});
@@ -141,8 +153,22 @@ describe("after known traffic", () => {
     expect(sampleValue(m, "metadata_token_cache_hits_total", { kind: "identity" })).toBe(1);
     expect(sampleValue(m, "metadata_token_refresh_failures_total", { kind: "access" })).toBe(0);
     const up = checkHistogram(m, "metadata_token_upstream_latency_seconds");
-    expect(up.get(JSON.stringify([["kind", "access"], ["outcome", "ok"]]))!.count).toBe(2);
-    expect(up.get(JSON.stringify([["kind", "identity"], ["outcome", "ok"]]))!.count).toBe(1);
+    expect(
+      up.get(
+        JSON.stringify([
+          ["kind", "access"],
+          ["outcome", "ok"],
+        ]),
+      )!.count,
+    ).toBe(2);
+    expect(
+      up.get(
+        JSON.stringify([
+          ["kind", "identity"],
+          ["outcome", "ok"],
+        ]),
+      )!.count,
+    ).toBe(1);
   });
 
   test("idle gauges and counters start at 0", () => {
@@ -171,7 +197,9 @@ describe("after known traffic", () => {
     expect([...labels].sort()).toEqual([...before, `${V1}instance/network-interfaces/{index}/ip`].sort());
     const other = sampleValue(after, "metadata_endpoint_path_requests", { code: "Not Found", path: "{other}" })!;
     expect(other).toBe(sent.get(key("Not Found", "{other}"))! + paths.length - 1);
-    expect(sampleValue(after, "metadata_endpoint_path_requests", { code: "OK", path: `${V1}instance/network-interfaces/{index}/ip` })).toBe(1);
+    expect(sampleValue(after, "metadata_endpoint_path_requests", { code: "OK", path: `${V1}instance/network-interfaces/{index}/ip` })).toBe(
+      1,
+    );
   });
 });
 
@@ -253,7 +281,14 @@ describe("hooks", () => {
       await Bun.sleep(50);
       const m = await scrape(s.metricsUrl!);
       expect(sampleValue(m, "metadata_token_refresh_failures_total", { kind: "access" })).toBe(1);
-      expect(checkHistogram(m, "metadata_token_upstream_latency_seconds").get(JSON.stringify([["kind", "access"], ["outcome", "error"]]))!.count).toBe(1);
+      expect(
+        checkHistogram(m, "metadata_token_upstream_latency_seconds").get(
+          JSON.stringify([
+            ["kind", "access"],
+            ["outcome", "error"],
+          ]),
+        )!.count,
+      ).toBe(1);
       expect(sampleValue(m, "credential_type", { type: "test" })).toBe(1);
     } finally {
       await s.stop();
@@ -262,10 +297,14 @@ describe("hooks", () => {
 
   test("a caller's own tokenEvents still fire beside the metrics", async () => {
     const seen: string[] = [];
-    const s = new MetadataServer({ serverConfig: { port: 0, metrics: { port: 0 } }, tokenEvents: { miss: (k) => seen.push(`miss ${k}`), hit: (k) => seen.push(`hit ${k}`) } });
+    const s = new MetadataServer({
+      serverConfig: { port: 0, metrics: { port: 0 } },
+      tokenEvents: { miss: (k) => seen.push(`miss ${k}`), hit: (k) => seen.push(`hit ${k}`) },
+    });
     const { url } = await s.start();
     try {
-      for (let i = 0; i < 2; i++) await fetch(`${url}${V1}instance/service-accounts/default/token`, { headers: H }).then((r) => r.arrayBuffer());
+      for (let i = 0; i < 2; i++)
+        await fetch(`${url}${V1}instance/service-accounts/default/token`, { headers: H }).then((r) => r.arrayBuffer());
       expect(seen).toEqual(["miss access", "hit access"]);
       expect(sampleValue(await scrape(s.metricsUrl!), "metadata_token_cache_hits_total", { kind: "access" })).toBe(1);
     } finally {
@@ -338,7 +377,9 @@ describe("control API routes", () => {
     const { url } = await server.start();
     try {
       const call = (method: string, path: string, body?: string) =>
-        fetch(url + path, { method, headers: H, ...(body === undefined ? {} : { body }) }).then(async (r) => (await r.arrayBuffer(), r.status));
+        fetch(url + path, { method, headers: H, ...(body === undefined ? {} : { body }) }).then(
+          async (r) => (await r.arrayBuffer(), r.status),
+        );
       expect(await call("PUT", "/emulator/v1/metadata/instance/attributes/color", '"blue"')).toBe(200);
       expect(await call("PUT", "/emulator/v1/metadata/instance/attributes/size", '"xl"')).toBe(200);
       expect(await call("GET", "/emulator/v1/status")).toBe(200);

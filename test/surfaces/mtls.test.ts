@@ -129,7 +129,15 @@ describe("library: serverConfig.tls", () => {
     const none = await curl("-H", "Metadata-Flavor: Google", url + ID_PATH);
     expect(none.code).not.toBe(0);
     expect(none.out).toBe("");
-    const other = await curl("--cert", cert("other-client.crt"), "--key", cert("other-client.key"), "-H", "Metadata-Flavor: Google", url + ID_PATH);
+    const other = await curl(
+      "--cert",
+      cert("other-client.crt"),
+      "--key",
+      cert("other-client.key"),
+      "-H",
+      "Metadata-Flavor: Google",
+      url + ID_PATH,
+    );
     expect(other.code).not.toBe(0);
     expect(other.out).toBe("");
   });

@@ -136,11 +136,19 @@ export function sampleValue(families: Map<string, Family>, name: string, labels:
  * Check a histogram's series: buckets sorted by `le`, counts never decreasing, +Inf equal to _count. Returns the
  * count per label set (without `le`).
  */
-export function checkHistogram(families: Map<string, Family>, name: string): Map<string, { count: number; sum: number; buckets: Array<[number, number]> }> {
+export function checkHistogram(
+  families: Map<string, Family>,
+  name: string,
+): Map<string, { count: number; sum: number; buckets: Array<[number, number]> }> {
   const f = families.get(name);
   if (!f || f.type !== "histogram") throw new Error(`${name} is not a histogram`);
   const out = new Map<string, { count: number; sum: number; buckets: Array<[number, number]> }>();
-  const keyOf = (l: Record<string, string>) => JSON.stringify(Object.entries(l).filter(([k]) => k !== "le").sort());
+  const keyOf = (l: Record<string, string>) =>
+    JSON.stringify(
+      Object.entries(l)
+        .filter(([k]) => k !== "le")
+        .sort(),
+    );
   const get = (k: string) => {
     let e = out.get(k);
     if (!e) out.set(k, (e = { count: NaN, sum: NaN, buckets: [] }));

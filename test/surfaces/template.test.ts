@@ -22,7 +22,15 @@ const t = (path: string) => {
 
 describe("route templates", () => {
   test("fixed paths are themselves", () => {
-    for (const p of ["/", "/computeMetadata/", V1, `${V1}instance/`, `${V1}instance/id`, `${V1}project/project-id`, `${V1}instance/scheduling/preemptible`]) {
+    for (const p of [
+      "/",
+      "/computeMetadata/",
+      V1,
+      `${V1}instance/`,
+      `${V1}instance/id`,
+      `${V1}project/project-id`,
+      `${V1}instance/scheduling/preemptible`,
+    ]) {
       expect(t(p)).toBe(p);
     }
   });

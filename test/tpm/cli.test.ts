@@ -61,7 +61,8 @@ function tpmArgs(...extra: string[]): string[] {
 }
 
 /** Run to completion (for start-ups that must fail). */
-const run = (args: string[], cmd: Command = SOURCE) => runCliToExit(["-port", ":0", ...args], { command: cmd, cwd: dir, env: { HOME: dir } });
+const run = (args: string[], cmd: Command = SOURCE) =>
+  runCliToExit(["-port", ":0", ...args], { command: cmd, cwd: dir, env: { HOME: dir } });
 
 /** Start a server; resolves once it logs its URL. */
 const serve = (args: string[], cmd: Command = SOURCE) => serveCli(args, { command: cmd, cwd: dir, env: { HOME: dir } });
@@ -79,7 +80,7 @@ describe("-tpm through the CLI", () => {
     const s = await serve(tpmArgs("-persistentHandle", HANDLE));
     try {
       expect(s.log()).toContain("using a TPM key for credentials");
-      expect(s.log()).toContain("tokens=\"self-signed JWT access tokens\"");
+      expect(s.log()).toContain('tokens="self-signed JWT access tokens"');
       const res = await s.get(TOKEN);
       expect(res.status).toBe(200);
       const tok = (await res.json()) as { access_token: string; expires_in: number };
@@ -182,7 +183,11 @@ describe("-tpm start-up refusals: exit 1, one line", () => {
   });
 
   test("a bad -pcrs list or -tokenURL is named", async () => {
-    for (const [value, text] of [["7,x", '"x" is not a PCR index 0-23'], ["1,,2", "an empty entry"], ["24", '"24" is not a PCR index']]) {
+    for (const [value, text] of [
+      ["7,x", '"x" is not a PCR index 0-23'],
+      ["1,,2", "an empty entry"],
+      ["24", '"24" is not a PCR index'],
+    ]) {
       const r = await run(tpmArgs("-persistentHandle", HANDLE, "-pcrs", value!));
       expect(r.code).toBe(1);
       expect(r.errors).toHaveLength(1);
@@ -197,7 +202,9 @@ describe("-tpm start-up refusals: exit 1, one line", () => {
     const r = await run(tpmArgs("-persistentHandle", HANDLE, "-useTPMmTLS", "-poolID", "pool"));
     expect(r.code).toBe(1);
     expect(r.errors).toHaveLength(1);
-    expect(r.errors[0]).toContain("-useTPMmTLS is not supported: Bun's TLS (BoringSSL) takes a client private key only as PEM/DER in memory and has no hook to sign the handshake inside a TPM");
+    expect(r.errors[0]).toContain(
+      "-useTPMmTLS is not supported: Bun's TLS (BoringSSL) takes a client private key only as PEM/DER in memory and has no hook to sign the handshake inside a TPM",
+    );
     expect(r.errors[0]).toContain("it would also need -providerID, -pubCert, as in the Go emulator");
     const all = await run(tpmArgs("-persistentHandle", HANDLE, "-useTPMmTLS", "-poolID", "p", "-providerID", "q", "-pubCert", "c.pem"));
     expect(all.code).toBe(1);

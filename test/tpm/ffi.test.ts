@@ -1,14 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFile, writeFile } from "node:fs/promises";
-import {
-  ESYS_TR_PASSWORD,
-  ESYS_TR_RH_ENDORSEMENT,
-  ESYS_TR_RH_OWNER,
-  EsysContext,
-  fromC,
-  toC,
-  TssCallError,
-} from "../../src/tpm/ffi.ts";
+import { ESYS_TR_PASSWORD, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_RH_OWNER, EsysContext, fromC, toC, TssCallError } from "../../src/tpm/ffi.ts";
 import { H2_SRK_TEMPLATE, RSA_EK_TEMPLATE } from "../../src/tpm/templates.ts";
 import { EMPTY_SENSITIVE_CREATE, SCHEME_RSASSA_SHA256, toHex, WireReader } from "../../src/tpm/wire.ts";
 import { startSwtpm, type Swtpm } from "../helpers/swtpm.ts";

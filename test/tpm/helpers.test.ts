@@ -4,9 +4,7 @@ import { tctiConfig } from "../../src/tpm/signer.ts";
 
 describe("test helpers", () => {
   test("a missing TPM tool fails the test with the Debian packages to install", () => {
-    expect(() => requireTpmTools(["tpm2_no_such_tool"])).toThrow(
-      /tpm2_no_such_tool.*apt-get install -y swtpm swtpm-tools tpm2-tools/,
-    );
+    expect(() => requireTpmTools(["tpm2_no_such_tool"])).toThrow(/tpm2_no_such_tool.*apt-get install -y swtpm swtpm-tools tpm2-tools/);
     // and the real ones are installed here, so the TPM tests below do run
     expect(() => requireTpmTools()).not.toThrow();
   });

@@ -9,8 +9,7 @@ import { Tpm2Tools, type GeneratedKey } from "../helpers/tpm2-tools.ts";
 /** Minimal DER writer for hand-made keyfiles. */
 function tlv(tag: number, value: Uint8Array): Uint8Array {
   const len = value.byteLength;
-  const head =
-    len < 0x80 ? [tag, len] : len < 0x100 ? [tag, 0x81, len] : [tag, 0x82, len >> 8, len & 0xff];
+  const head = len < 0x80 ? [tag, len] : len < 0x100 ? [tag, 0x81, len] : [tag, 0x82, len >> 8, len & 0xff];
   return new Uint8Array([...head, ...value]);
 }
 const cat = (...parts: Uint8Array[]) => new Uint8Array(parts.flatMap((p) => [...p]));
@@ -48,28 +47,17 @@ describe("TSS2 PRIVATE KEY parsing of hand-made DER", () => {
   });
 
   test("minimal: no optional fields, emptyAuth absent means a password may be needed", () => {
-    const der = tlv(
-      0x30,
-      cat(tlv(0x06, OID_LOADABLE), tlv(0x02, new Uint8Array([0x40, 0, 0, 1])), tlv(0x04, pub), tlv(0x04, priv)),
-    );
+    const der = tlv(0x30, cat(tlv(0x06, OID_LOADABLE), tlv(0x02, new Uint8Array([0x40, 0, 0, 1])), tlv(0x04, pub), tlv(0x04, priv)));
     const k = parseTss2PrivateKeyDer(der);
     expect(k.emptyAuth).toBe(false);
     expect(k.parent).toBe(0x40000001);
   });
 
   test("refusals name what is wrong and carry TPM_BAD_KEYFILE", () => {
-    const sealed = tlv(
-      0x30,
-      cat(tlv(0x06, OID_SEALED), tlv(0x02, new Uint8Array([0x40, 0, 0, 1])), tlv(0x04, pub), tlv(0x04, priv)),
-    );
+    const sealed = tlv(0x30, cat(tlv(0x06, OID_SEALED), tlv(0x02, new Uint8Array([0x40, 0, 0, 1])), tlv(0x04, pub), tlv(0x04, priv)));
     const badSize = tlv(
       0x30,
-      cat(
-        tlv(0x06, OID_LOADABLE),
-        tlv(0x02, new Uint8Array([0x40, 0, 0, 1])),
-        tlv(0x04, new Uint8Array([0, 9, 1])),
-        tlv(0x04, priv),
-      ),
+      cat(tlv(0x06, OID_LOADABLE), tlv(0x02, new Uint8Array([0x40, 0, 0, 1])), tlv(0x04, new Uint8Array([0, 9, 1])), tlv(0x04, priv)),
     );
     const cases: [string, RegExp][] = [
       [pem(sealed), /sealed data, not a loadable key/],

@@ -282,7 +282,12 @@ describe("open and close", () => {
     signer.close();
     expect(tools.transientHandles()).toEqual([]);
     expect(tools.loadedSessions()).toEqual([]);
-    expect((await pending.then(() => undefined, (e: unknown) => e)) as TpmError).toMatchObject({ code: "TPM_CLOSED" });
+    expect(
+      (await pending.then(
+        () => undefined,
+        (e: unknown) => e,
+      )) as TpmError,
+    ).toMatchObject({ code: "TPM_CLOSED" });
     expect((await signFails(signer, new Uint8Array([2]))).code).toBe("TPM_CLOSED");
   }, 60_000);
 
@@ -305,9 +310,7 @@ describe("open and close", () => {
 
   test("options naming no key, or two, are refused", async () => {
     expect((await openFails({ path: tpm.path })).message).toContain("exactly one of persistentHandle and keyfile");
-    expect(
-      (await openFails({ path: tpm.path, persistentHandle: HANDLE, keyfile: "k.pem" })).message,
-    ).toContain("exactly one");
+    expect((await openFails({ path: tpm.path, persistentHandle: HANDLE, keyfile: "k.pem" })).message).toContain("exactly one");
     expect((await openFails({ path: tpm.path, persistentHandle: HANDLE, pcrs: [24] })).code).toBe("TPM_POLICY_FAILED");
   });
 });
@@ -320,9 +323,7 @@ describe("dictionary-attack lockout", () => {
       t.setLockout(1, 1000);
       const k = await t.generateRsaKey("da");
       await t.persistKey(k, HANDLE, { keyPass: "right" });
-      expect((await openFails({ path: own.path, persistentHandle: HANDLE, keyPass: "wrong" })).code).toBe(
-        "TPM_AUTH_FAILED",
-      );
+      expect((await openFails({ path: own.path, persistentHandle: HANDLE, keyPass: "wrong" })).code).toBe("TPM_AUTH_FAILED");
       const locked = await openFails({ path: own.path, persistentHandle: HANDLE, keyPass: "right" });
       expect(locked.code).toBe("TPM_LOCKOUT");
       expect(locked.rcName).toBe("TPM_RC_LOCKOUT");

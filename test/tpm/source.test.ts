@@ -97,10 +97,14 @@ async function checkSelfSigned(token: string, scopes: string[]): Promise<void> {
 describe("signJwt", () => {
   test("header and payload in order, base64url, signature from the given signer", async () => {
     const calls: string[] = [];
-    const jwt = await signJwt({ b: 1, a: "x" }, async (d) => {
-      calls.push(new TextDecoder().decode(d));
-      return new Uint8Array([0xfb, 0xff]);
-    }, { kid: "k1" });
+    const jwt = await signJwt(
+      { b: 1, a: "x" },
+      async (d) => {
+        calls.push(new TextDecoder().decode(d));
+        return new Uint8Array([0xfb, 0xff]);
+      },
+      { kid: "k1" },
+    );
     const [h, p, s] = jwt.split(".");
     expect(Buffer.from(h!, "base64url").toString()).toBe('{"alg":"RS256","kid":"k1","typ":"JWT"}');
     expect(Buffer.from(p!, "base64url").toString()).toBe('{"b":1,"a":"x"}');
@@ -219,7 +223,9 @@ describe("-useOauthToken: the JWT-bearer exchange", () => {
       const res = await s.get(TOKEN);
       expect(res.status).toBe(500);
       const text = await res.text();
-      expect(text).toContain(`the token endpoint ${fake.tokenUrl} refused the TPM-signed assertion for an access token of ${OTHER}: 400 invalid_grant: Invalid grant: account not found`);
+      expect(text).toContain(
+        `the token endpoint ${fake.tokenUrl} refused the TPM-signed assertion for an access token of ${OTHER}: 400 invalid_grant: Invalid grant: account not found`,
+      );
       expect(text).not.toContain("eyJ");
 
       fake.failNext("token", 1, 503);
@@ -273,7 +279,10 @@ describe("ID tokens", () => {
       const res = await s.get(`${IDENTITY}?audience=${encodeURIComponent(aud)}`);
       expect(res.status).toBe(200);
       const jwt = await res.text();
-      const { payload } = await jwtVerify(jwt, createRemoteJWKSet(new URL(fake.jwksUrl)), { audience: aud, issuer: "https://accounts.google.com" });
+      const { payload } = await jwtVerify(jwt, createRemoteJWKSet(new URL(fake.jwksUrl)), {
+        audience: aud,
+        issuer: "https://accounts.google.com",
+      });
       expect(payload.email).toBe(EMAIL);
       const a = fake.lastAssertion!.payload;
       expect(a).toMatchObject({ iss: EMAIL, sub: EMAIL, aud: fake.tokenUrl, target_audience: aud });
