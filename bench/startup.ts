@@ -34,7 +34,12 @@ function parseArgs(argv: string[]): Options {
   const o: Options = { runs: 21, pollMs: 1, bytecode: true, strict: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    const value = () => argv[++i] ?? (console.error(`${a} needs a value`), process.exit(2));
+    const value = (): string => {
+      const v = argv[++i];
+      if (v !== undefined) return v;
+      console.error(`${a} needs a value`);
+      process.exit(2);
+    };
     if (a === "--runs") o.runs = Math.max(15, Number(value()));
     else if (a === "--poll-ms") o.pollMs = Number(value());
     else if (a === "--no-bytecode") o.bytecode = false;

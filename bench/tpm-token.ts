@@ -35,7 +35,13 @@ async function serve(args: string[]): Promise<Running> {
       (async () => {
         while (!(await reader.read()).done);
       })();
-      return { url: m[1]!, stop: () => (p.kill("SIGTERM"), p.exited) };
+      return {
+        url: m[1]!,
+        stop: () => {
+          p.kill("SIGTERM");
+          return p.exited;
+        },
+      };
     }
   }
 }

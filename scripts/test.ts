@@ -10,10 +10,13 @@
  * fails); otherwise one line names them and the suite runs anyway (tests that need them fail and say why).
  * Exits non-zero when a test failed, when Bun reported errors outside tests, or when no test ran.
  *
- * Environment: TEST_SKIP_APT=1 skips the package step; TEST_TIMEOUT_MS sets the per-test timeout (default
- * 60000); TEST_TOTAL_TIMEOUT_MIN stops the whole run after that many minutes (default 45).
+ * A whole-suite run first runs the type check and Biome's lint and format check; each counts as one test.
+ *
+ * Environment: TEST_STATIC=1 runs those checks on a filtered run too; TEST_SKIP_APT=1 skips the package step;
+ * TEST_TIMEOUT_MS sets the per-test timeout (default 60000); TEST_TOTAL_TIMEOUT_MIN stops the whole run after that
+ * many minutes (default 45).
  */
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 
 const ROOT = resolve(import.meta.dir, "..");
 
@@ -53,6 +56,7 @@ async function run(cmd: string[], opts: { quiet?: boolean } = {}): Promise<{ cod
 /** Packages from `wanted` that dpkg does not report as installed. */
 export async function missingPackages(wanted: readonly string[]): Promise<string[]> {
   if (!Bun.which("dpkg-query")) return [];
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax
   const { out } = await run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\\n", ...wanted], { quiet: true });
   const installed = new Set(
     out
@@ -117,8 +121,32 @@ async function tee(stream: ReadableStream<Uint8Array>, sink: NodeJS.WriteStream,
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
+/** The static checks the test command runs first: each is one more failure when it reports anything. */
+const CHECKS: Array<{ name: string; cmd: string[] }> = [
+  { name: "type check (tsc --noEmit)", cmd: [join(ROOT, "node_modules/.bin/tsc"), "--noEmit", "-p", ROOT] },
+  { name: "lint and format (biome check)", cmd: [join(ROOT, "node_modules/.bin/biome"), "check", "--error-on-warnings", ROOT] },
+];
+
+/** Run the static checks; returns how many failed (their output is shown only then). */
+async function staticChecks(): Promise<number> {
+  let failed = 0;
+  for (const c of CHECKS) {
+    const r = await run(c.cmd, { quiet: true });
+    if (r.code === 0) {
+      say(`(pass) ${c.name}`);
+      continue;
+    }
+    failed++;
+    say(`(fail) ${c.name}\n${r.out.trimEnd()}`);
+  }
+  return failed;
+}
+
 export async function main(args: string[]): Promise<number> {
   await ensurePackages();
+  // Only for a whole-suite run (or TEST_STATIC=1): a run filtered to some files is about those tests.
+  const withChecks = args.length === 0 || process.env.TEST_STATIC === "1";
+  const checkFailures = withChecks ? await staticChecks() : 0;
   const timeout = process.env.TEST_TIMEOUT_MS ?? "60000";
   const totalMin = Number(process.env.TEST_TOTAL_TIMEOUT_MIN ?? "45");
   const cmd = [process.execPath, "test", "--timeout", timeout, ...args];
@@ -145,9 +173,10 @@ export async function main(args: string[]): Promise<number> {
   clearTimeout(watchdog);
   const s = parseSummary(kept.join(""));
   // Errors outside tests (an unhandled rejection, a file that fails to load) count as failures.
-  const failed = s.fail + s.errors + (timedOut ? 1 : 0);
-  say(`${s.pass} passed, ${failed} failed`);
-  if (s.pass === 0 && failed === 0) return 1;
+  const failed = s.fail + s.errors + (timedOut ? 1 : 0) + checkFailures;
+  const passed = s.pass + (withChecks ? CHECKS.length - checkFailures : 0);
+  say(`${passed} passed, ${failed} failed`);
+  if (s.pass === 0) return 1;
   return failed > 0 || code !== 0 ? 1 : 0;
 }
 

@@ -143,7 +143,7 @@ export function parseGoInt(s: string): number | undefined {
   const m = /^([+-]?)(0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|0[0-7_]*|[1-9][0-9_]*)$/.exec(s);
   if (!m) return undefined;
   const sign = m[1] === "-" ? -1n : 1n;
-  let body = m[2]!.replace(/_/g, "");
+  const body = m[2]!.replace(/_/g, "");
   let value: bigint;
   if (/^0[xXoObB]/.test(body)) value = BigInt(body.toLowerCase());
   else if (body.length > 1 && body.startsWith("0")) value = BigInt(`0o${body.slice(1)}`);

@@ -113,7 +113,10 @@ export class TokenCache {
 
   /** Forget cached tokens: all of them, or one kind (identity tokens after the instance's facts change). */
   clear(kind?: "access" | "identity"): void {
-    if (!kind) return this.slots.clear();
+    if (!kind) {
+      this.slots.clear();
+      return;
+    }
     const prefix = kind === "access" ? "a\u0000" : "i\u0000";
     for (const key of this.slots.keys()) if (key.startsWith(prefix)) this.slots.delete(key);
   }

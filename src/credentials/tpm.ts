@@ -161,7 +161,7 @@ export class TpmSource implements CredentialSource {
     let reason: string;
     if (body && typeof body.error === "string") {
       reason = body.error + (typeof body.error_description === "string" ? `: ${body.error_description}` : "");
-    } else if (body && body.error && typeof body.error === "object" && typeof (body.error as { message?: unknown }).message === "string") {
+    } else if (body?.error && typeof body.error === "object" && typeof (body.error as { message?: unknown }).message === "string") {
       reason = (body.error as { message: string }).message;
     } else {
       reason = text.replaceAll(assertion, "[assertion]").replace(/\s+/g, " ").trim().slice(0, 200) || "(empty body)";

@@ -23,7 +23,14 @@ import { isJsonObject, parseJson, type JsonValue } from "../config/json.ts";
 import { BASE_HEADERS, JSON_TYPE, TEXT, type Snapshot } from "../metadata/snapshot.ts";
 import type { Tree } from "../metadata/tree.ts";
 import { deleteAt, EditError, mergeAt, referenceDelete, referenceReplaceAll, referenceSet, setAt } from "../metadata/edit.ts";
-import { maintenanceFrom, parseMaintenanceSpec, parsePreemptionSpec, preemptionFrom, type Lifecycle } from "../changes/lifecycle.ts";
+import {
+  maintenanceFrom,
+  parseMaintenanceSpec,
+  parsePreemptionSpec,
+  preemptionFrom,
+  type Lifecycle,
+  type LifecycleEvent,
+} from "../changes/lifecycle.ts";
 import type { ChangeHub } from "../changes/hub.ts";
 import type { Logger } from "../observability/log.ts";
 import { forwarded, missingFlavor } from "./pages.ts";
@@ -191,7 +198,7 @@ export function controlRoutes(target: ControlTarget, log: Logger) {
       if ((sub === "maintenance" || sub === "preemption") && method === "POST") {
         const text = (await request.text()).trim();
         return own(() => {
-          let event;
+          let event: LifecycleEvent;
           if (text.startsWith("{")) {
             let body: unknown;
             try {

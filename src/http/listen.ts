@@ -132,7 +132,7 @@ function answers(path: string, timeoutMs = 1000): Promise<boolean> {
  * removed; anything else — a regular file, a directory, a socket another server answers on — is refused.
  */
 export async function prepareSocket(path: string): Promise<void> {
-  let st;
+  let st: import("node:fs").Stats;
   try {
     st = nodeFs().lstatSync(path);
   } catch (e) {

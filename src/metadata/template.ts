@@ -8,7 +8,7 @@
  * routeTemplate(snapshot.lookup("/computeMetadata/v1/instance/service-accounts/default/token") as MetaNode)
  * // "/computeMetadata/v1/instance/service-accounts/{account}/token"
  */
-import { MetaNode, Redirect, type Entry } from "./snapshot.ts";
+import { MetaNode, type Redirect, type Entry } from "./snapshot.ts";
 
 /** Placeholder for the children of a free-form directory, named after the directory. */
 const PLACEHOLDER: Record<string, string> = {

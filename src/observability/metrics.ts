@@ -319,9 +319,21 @@ export class Metrics implements MetricsHooks {
 export function fanOut(a: TokenCacheEvents | undefined, b: TokenCacheEvents | undefined): TokenCacheEvents | undefined {
   if (!a || !b) return a ?? b;
   return {
-    hit: (k) => (a.hit?.(k), b.hit?.(k)),
-    miss: (k) => (a.miss?.(k), b.miss?.(k)),
-    upstream: (k, s, ok) => (a.upstream?.(k, s, ok), b.upstream?.(k, s, ok)),
-    refreshFailed: (k, e) => (a.refreshFailed?.(k, e), b.refreshFailed?.(k, e)),
+    hit: (k) => {
+      a.hit?.(k);
+      b.hit?.(k);
+    },
+    miss: (k) => {
+      a.miss?.(k);
+      b.miss?.(k);
+    },
+    upstream: (k, s, ok) => {
+      a.upstream?.(k, s, ok);
+      b.upstream?.(k, s, ok);
+    },
+    refreshFailed: (k, e) => {
+      a.refreshFailed?.(k, e);
+      b.refreshFailed?.(k, e);
+    },
   };
 }

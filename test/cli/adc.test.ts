@@ -19,8 +19,6 @@ import {
   type ServiceAccountKey,
 } from "../fakes/google.ts";
 
-const ROOT = join(import.meta.dir, "../..");
-const CLI = join(ROOT, "src/cli.ts");
 const EMAIL = "123456789012-compute@developer.gserviceaccount.com"; // the bundled config's default account
 const TOKEN = "/computeMetadata/v1/instance/service-accounts/default/token";
 const IDENTITY = "/computeMetadata/v1/instance/service-accounts/default/identity";

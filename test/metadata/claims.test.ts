@@ -1,8 +1,8 @@
 /** Config parsing and checking: exact numbers, precise error locations, env overrides, naming rules. */
 import { describe, expect, test } from "bun:test";
-import { JsonNumber, parseJson, stringify } from "../../src/config/json.ts";
+import { type JsonNumber, parseJson, stringify } from "../../src/config/json.ts";
 import { claimsFromDocument, parseConfigText } from "../../src/config/claims.ts";
-import { Snapshot, MetaNode } from "../../src/metadata/snapshot.ts";
+import { Snapshot, type MetaNode } from "../../src/metadata/snapshot.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { DEFAULT_CONFIG_TEXT } from "../../src/index.ts";
 

@@ -377,9 +377,10 @@ describe("control API routes", () => {
     const { url } = await server.start();
     try {
       const call = (method: string, path: string, body?: string) =>
-        fetch(url + path, { method, headers: H, ...(body === undefined ? {} : { body }) }).then(
-          async (r) => (await r.arrayBuffer(), r.status),
-        );
+        fetch(url + path, { method, headers: H, ...(body === undefined ? {} : { body }) }).then(async (r) => {
+          await r.arrayBuffer();
+          return r.status;
+        });
       expect(await call("PUT", "/emulator/v1/metadata/instance/attributes/color", '"blue"')).toBe(200);
       expect(await call("PUT", "/emulator/v1/metadata/instance/attributes/size", '"xl"')).toBe(200);
       expect(await call("GET", "/emulator/v1/status")).toBe(200);

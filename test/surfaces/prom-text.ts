@@ -141,7 +141,7 @@ export function checkHistogram(
   name: string,
 ): Map<string, { count: number; sum: number; buckets: Array<[number, number]> }> {
   const f = families.get(name);
-  if (!f || f.type !== "histogram") throw new Error(`${name} is not a histogram`);
+  if (f?.type !== "histogram") throw new Error(`${name} is not a histogram`);
   const out = new Map<string, { count: number; sum: number; buckets: Array<[number, number]> }>();
   const keyOf = (l: Record<string, string>) =>
     JSON.stringify(

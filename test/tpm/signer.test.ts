@@ -107,7 +107,7 @@ describe("persistent handle", () => {
     try {
       const inputs = Array.from({ length: 40 }, (_, i) => new TextEncoder().encode(`request ${i}`));
       const sigs = await Promise.all(inputs.map((d) => signer.sign(d)));
-      sigs.forEach((sig, i) => expect(verify("sha256", inputs[i]!, key.publicKey, sig)).toBe(true));
+      for (const [i, sig] of sigs.entries()) expect(verify("sha256", inputs[i]!, key.publicKey, sig)).toBe(true);
     } finally {
       signer.close();
     }
