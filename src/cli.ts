@@ -3,6 +3,7 @@
  * gce_metadata_server: the command line, drop-in for salrashid123/gce_metadata_server. Flags and environment
  * variables keep that program's names and defaults; with no credentials it runs the emulated issuer.
  */
+import { commandFor } from "./cli/commands.ts";
 import { parseFlags, usage, type FlagName, type Flags } from "./cli/flags.ts";
 import { ConfigError, CredentialError, MetadataError, UsageError } from "./errors.ts";
 import { createLogger, levelForVerbosity, type Logger } from "./observability/log.ts";
@@ -88,6 +89,8 @@ async function credentialSource(flags: Flags, log: Logger, options: MetadataServ
 }
 
 export async function main(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+  const command = commandFor(argv);
+  if (command) return (await command())(argv.slice(1), env);
   let flags: Flags;
   try {
     flags = parseFlags(argv);

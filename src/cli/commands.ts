@@ -1,0 +1,16 @@
+/**
+ * Subcommands: `gce_metadata_server <command> [flags]`. The command word comes first and Go-style flags follow it.
+ * Each is loaded on first use, so serving (no command) and `-version` load none of them.
+ */
+
+/** A subcommand's entry point: its own arguments, the environment, and where its output goes; returns the exit code. */
+export type CommandMain = (argv: string[], env: Record<string, string | undefined>) => Promise<number>;
+
+/** Command word → loader of its module's `main`. */
+export const COMMANDS: Record<string, () => Promise<CommandMain>> = {};
+
+/** The subcommand named by the first argument, or undefined (serve). Own-property lookup: argv is user input. */
+export function commandFor(argv: readonly string[]): (() => Promise<CommandMain>) | undefined {
+  const word = argv[0];
+  return word !== undefined && Object.hasOwn(COMMANDS, word) ? COMMANDS[word] : undefined;
+}
