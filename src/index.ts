@@ -1,5 +1,6 @@
 /**
- * gce-metadata-server as a library: start an emulated GCE metadata server inside a test or an app.
+ * gce-metadata-server as a library: start an emulated GCE metadata server inside a test or an app. This is the one
+ * place the server is put together from options; the command line only turns flags and environment into options.
  *
  * @example
  * const server = new MetadataServer({ serverConfig: { port: 0 } });
@@ -10,43 +11,46 @@
  * await server.stop();
  */
 import type { Server } from "bun";
-import { claimsFromDocument, parseConfigText, readConfigText } from "./config/claims.ts";
-import { Snapshot } from "./metadata/snapshot.ts";
-import type { Tree } from "./metadata/tree.ts";
-import { TokenCache, type TokenCacheEvents } from "./credentials/token-cache.ts";
-import type { CredentialSource } from "./credentials/source.ts";
-import { EmulatedIssuer } from "./credentials/emulated.ts";
-import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
-import { createFetch } from "./http/app.ts";
-import type { ServingState } from "./http/handler.ts";
-import { silentLogger, type Logger } from "./observability/log.ts";
-import { ConfigError } from "./errors.ts";
-import { fromPlain } from "./config/json.ts";
-import { ConfigWatcher } from "./config/watch.ts";
-import { ChangeHub } from "./changes/hub.ts";
-import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSpec } from "./changes/lifecycle.ts";
-import { deleteAt, mergeAt, nodeAt, setAt, splitPath, treeToJson } from "./metadata/edit.ts";
-import { carryGuestAttributes } from "./metadata/guest.ts";
-import { createGuestWrites } from "./http/guest.ts";
-import { Metrics, NO_METRICS, fanOut, type MetricsHooks } from "./observability/metrics.ts";
-import { serveMetrics, type MetricsListenOptions } from "./observability/metrics-server.ts";
-import { instrument } from "./observability/requests.ts";
-import { listen, type TlsFiles } from "./http/listen.ts";
-import { UsageError } from "./errors.ts";
-import { VERSION } from "./version.ts";
 import defaultConfigText from "../config.json" with { type: "text" };
+import { ChangeHub } from "./changes/hub.ts";
+import { parseConfigText } from "./config/claims.ts";
+import { ConfigStore, type ReloadStats } from "./config/store.ts";
+import type { ConfigWatcher } from "./config/watch.ts";
+import { EmulatedIssuer } from "./credentials/emulated.ts";
+import { type CredentialSpec, isCredentialSpec, type Note, openSource } from "./credentials/open.ts";
+import type { CredentialSource } from "./credentials/source.ts";
+import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
+import { TokenCache, type TokenCacheEvents } from "./credentials/token-cache.ts";
+import { type Environment, readEnvironment } from "./environment.ts";
+import { ConfigError, CredentialError, UsageError } from "./errors.ts";
+import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSpec } from "./events/lifecycle.ts";
+import { createFetch } from "./http/app.ts";
+import { createGuestWrites } from "./http/guest.ts";
+import type { ServingState } from "./http/handler.ts";
+import { parsePort } from "./address.ts";
+import { type ListenTarget, listen, type TlsFiles } from "./http/listen.ts";
+import { APP_ROUTES, routeMatcher } from "./http/routes.ts";
+import { asLogger, type Logger, type LoggerLike, silentLogger } from "./log.ts";
+import type { Snapshot } from "./metadata/snapshot.ts";
+import { fanOut, Metrics, type MetricsHooks, NO_METRICS } from "./observability/metrics.ts";
+import { type MetricsListenOptions, serveMetrics } from "./observability/metrics-server.ts";
+import { instrument } from "./observability/requests.ts";
+import { VERSION } from "./version.ts";
 
-export { ConfigError, CredentialError, ListenError, MetadataError, UsageError } from "./errors.ts";
+export { TooManyWaiters } from "./changes/hub.ts";
+export type { ReloadStats } from "./config/store.ts";
+export { EmulatedIssuer } from "./credentials/emulated.ts";
+export type { CredentialSpec } from "./credentials/open.ts";
+export type { Account, CredentialSource, IdTokenRequest, InstanceIdentity, IssuedToken } from "./credentials/source.ts";
+export { StaticSource, type StaticTokens } from "./credentials/static.ts";
+export { ConfigError, CredentialError, EditError, ListenError, MetadataError, RequestError, UsageError } from "./errors.ts";
+export type { LifecycleEvent, MaintenanceSpec, PreemptionSpec } from "./events/lifecycle.ts";
+export { parsePort } from "./address.ts";
+export type { TlsFiles } from "./http/listen.ts";
+export { createLogger, type Logger, type LoggerLike } from "./log.ts";
+export { Snapshot } from "./metadata/snapshot.ts";
 export type { MetricsHooks } from "./observability/metrics.ts";
 export type { MetricsListenOptions } from "./observability/metrics-server.ts";
-export type { TlsFiles } from "./http/listen.ts";
-export type { Account, CredentialSource, IdTokenRequest, InstanceIdentity, IssuedToken } from "./credentials/source.ts";
-export { EmulatedIssuer } from "./credentials/emulated.ts";
-export { StaticSource } from "./credentials/static.ts";
-export { Snapshot } from "./metadata/snapshot.ts";
-export { EditError } from "./metadata/edit.ts";
-export { TooManyWaiters } from "./changes/hub.ts";
-export type { LifecycleEvent, MaintenanceSpec, PreemptionSpec } from "./changes/lifecycle.ts";
 
 /** The config bundled with the program: a VM in project `example-project`. */
 // Imported as text (Bun embeds it in the compiled executable); TypeScript types the import as the parsed JSON.
@@ -71,17 +75,24 @@ export interface MetadataServerOptions {
   serverConfig?: ServerConfig;
   /** The config document (`{"computeMetadata":{"v1":{…}}}`); default: the bundled config. */
   claims?: object;
-  /** A config file to read instead of `claims`. */
+  /** A config file to read instead of `claims` (read by `start()`). */
   configFile?: string;
-  /** Where tokens come from: a source, static tokens, or (default) the emulated issuer. */
-  credentials?: CredentialSource | StaticTokens;
-  /** Environment for the Go emulator's overrides (GOOGLE_PROJECT_ID, …); the library reads none unless given. */
+  /**
+   * Where tokens come from: a source object, static tokens, or a {@link CredentialSpec} opened by `start()`
+   * (`{type: "serviceAccountKey", keyFile}`, `{type: "tpm", …}`, …). Default: the emulated issuer.
+   */
+  credentials?: CredentialSource | StaticTokens | CredentialSpec;
+  /**
+   * Environment for the Go emulator's variables (GOOGLE_PROJECT_ID, GOOGLE_ACCESS_TOKEN, GOOGLE_APPLICATION_CREDENTIALS,
+   * …); the library reads none unless given (pass `process.env` to read the process's).
+   */
   env?: Record<string, string | undefined>;
   /** The Go emulator refuses a config without a default service account; off for the library by default. */
   requireDefaultAccount?: boolean;
   /** Accept `X-Google-Metadata-Request: True` in place of Metadata-Flavor (default true). */
   legacyHeader?: boolean;
-  log?: Logger;
+  /** Where log lines go: a logger from `createLogger`, or any object with `error`, `warn` and `info` (`console`). */
+  log?: LoggerLike;
   tokenEvents?: TokenCacheEvents;
   /** Unix seconds for `instance_creation_timestamp` in full ID tokens (default: construction time). */
   instanceCreationTimestamp?: number;
@@ -93,60 +104,37 @@ export interface MetadataServerOptions {
   maxWaiters?: number;
 }
 
-/** Outcome counters of config-file reloads. */
-export interface ReloadStats {
-  reloads: number;
-  failures: number;
-  lastError: string | undefined;
-}
-
-function isSource(c: CredentialSource | StaticTokens): c is CredentialSource {
-  return typeof (c as CredentialSource).accessToken === "function";
-}
-
-/** Exact paths the app serves beside the metadata tree, labelled as themselves in metrics (http/app.ts, control.ts). */
-const APP_ROUTES = [
-  "/.well-known/openid-configuration",
-  "/oauth2/v3/certs",
-  "/emulator/v1/config",
-  "/emulator/v1/status",
-  "/emulator/v1/lifecycle",
-];
-/** Control API routes with a path or id in them, and their metrics label. */
-const APP_PREFIXES = [
-  ["/emulator/v1/update/", "/emulator/v1/update/{path}"],
-  ["/emulator/v1/metadata/", "/emulator/v1/metadata/{path}"],
-  ["/emulator/v1/lifecycle/", "/emulator/v1/lifecycle/{event}"],
-] as const;
-
-/** Parse the Go emulator's ":8080" or a number. */
-export function parsePort(port: number | string | undefined): number {
-  if (port === undefined) return 8080;
-  const n = typeof port === "number" ? port : Number(port.startsWith(":") ? port.slice(1) : port);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new RangeError(`invalid port ${JSON.stringify(port)}: use :8080, 8080 or 0`);
-  return n;
+/** A source that is opened by start(): until then, token requests say so. */
+function unopened(spec: CredentialSpec): CredentialSource {
+  const refuse = () =>
+    Promise.reject(new CredentialError("NOT_STARTED", `the ${spec.type} credentials are opened by start(): start the server first`));
+  return { describe: () => ({ type: spec.type }), accessToken: refuse, idToken: refuse };
 }
 
 export class MetadataServer {
   readonly state: ServingState;
-  private server: Server<unknown> | undefined;
-  private readonly metricsRecorder: Metrics | undefined;
-  private metricsServer: Server<unknown> | undefined;
-  private readonly options: MetadataServerOptions;
-  private readonly createdAt = Math.floor(Date.now() / 1000);
+  /** The served metadata and its edits (set, merge, delete, whole configs). */
+  readonly store: ConfigStore;
   /** Hanging GETs, woken by every swap. */
   readonly changes: ChangeHub;
   /** Simulated maintenance and preemption events. */
   readonly lifecycle: Lifecycle;
-  readonly reloadStats: ReloadStats = { reloads: 0, failures: 0, lastError: undefined };
-  /** The tree as the config (file or claims) last gave it, before control-API and guest changes. */
-  private fileTree: Tree | undefined;
-  private configText: string | undefined;
+  private server: Server<unknown> | undefined;
+  private readonly metricsRecorder: Metrics | undefined;
+  private metricsServer: Server<unknown> | undefined;
+  private readonly options: MetadataServerOptions;
+  private readonly env: Environment;
+  private readonly log: Logger;
+  private readonly staticTokens: StaticTokens;
+  private readonly tokenEvents: TokenCacheEvents | undefined;
+  /** A credential spec still to be opened by start(). */
+  private pending: CredentialSpec | undefined;
   private watcher: ConfigWatcher | undefined;
 
   constructor(options: MetadataServerOptions = {}) {
     this.options = options;
-    const env = options.env ?? {};
+    this.env = readEnvironment(options.env ?? {});
+    this.log = options.log ? asLogger(options.log) : silentLogger;
     const sc = options.serverConfig ?? {};
     if (sc.domainSocket && sc.tls) {
       throw new UsageError(
@@ -155,81 +143,86 @@ export class MetadataServer {
       );
     }
     this.metricsRecorder = sc.metrics ? new Metrics({ version: VERSION }) : undefined;
-    const events = fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents);
-    const base =
-      options.credentials === undefined
-        ? new EmulatedIssuer()
-        : isSource(options.credentials)
-          ? options.credentials
-          : overlayStatic(options.credentials, new EmulatedIssuer());
-    const source = overlayStatic({ accessToken: env.GOOGLE_ACCESS_TOKEN, idToken: env.GOOGLE_ID_TOKEN }, base);
-    const tree =
-      options.configFile === undefined
-        ? claimsFromDocument(options.claims ?? parseConfigText(DEFAULT_CONFIG_TEXT, "default config"), this.claimsOptions())
-        : undefined;
-    this.fileTree = tree;
+    this.tokenEvents = fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents);
+
+    // Static tokens: the environment's, then the library's own (which win), laid over the source once.
+    const c = options.credentials;
+    const given = c && !isCredentialSpec(c) && typeof (c as CredentialSource).accessToken !== "function" ? (c as StaticTokens) : {};
+    this.staticTokens = {
+      ...given,
+      accessToken: given.accessToken ?? this.env.accessToken,
+      idToken: given.idToken ?? this.env.idToken,
+    };
+    let base: CredentialSource;
+    if (c && isCredentialSpec(c)) {
+      this.pending = c;
+      base = unopened(c);
+    } else if (c && typeof (c as CredentialSource).accessToken === "function") {
+      base = c as CredentialSource;
+    } else {
+      base = new EmulatedIssuer();
+    }
+
     this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? 0 });
+    this.store = new ConfigStore({
+      claims: {
+        overrides: this.env,
+        requireDefaultAccount: options.requireDefaultAccount ?? false,
+        ...(options.configFile ? { source: options.configFile } : {}),
+      },
+      instanceCreationTimestamp: options.instanceCreationTimestamp ?? Math.floor(Date.now() / 1000),
+      onSwap: (next, previous) => this.swapped(next, previous),
+      onReload: (ok) => (ok ? this.metrics.reloads.succeeded() : this.metrics.reloads.failed()),
+      log: this.log,
+    });
     this.state = {
-      snapshot: tree ? this.compile(tree) : (undefined as unknown as Snapshot),
-      tokens: new TokenCache(source, events ? { events } : {}),
-      log: options.log ?? silentLogger,
+      snapshot: undefined as unknown as Snapshot,
+      tokens: this.tokenCache(base),
+      log: this.log,
       legacyHeader: options.legacyHeader ?? true,
       scheme: sc.tls ? "https" : "http",
       waits: this.changes,
-      metrics: this.metricsRecorder ?? NO_METRICS,
+      metrics: this.metrics,
     };
-    this.state.writes = createGuestWrites(this);
+    this.state.writes = createGuestWrites(this.store);
     this.lifecycle = new Lifecycle({
-      tree: () => this.snapshot.tree,
+      tree: () => this.store.current.tree,
       edit: (fn) => {
         try {
-          this.editTree(fn);
+          this.store.editTree(fn);
         } catch (e) {
-          this.state.log.error("simulated event could not be applied", { error: e });
+          this.log.error("simulated event could not be applied", { error: e });
         }
       },
-      log: this.state.log,
+      log: this.log,
     });
+    // Without a file the config is known now, so a library user can read and edit it before start().
+    if (options.configFile === undefined) {
+      this.store.loadDocument(options.claims ?? (parseConfigText(DEFAULT_CONFIG_TEXT, "default config") as object));
+    }
   }
 
-  private claimsOptions() {
-    return {
-      env: this.options.env ?? {},
-      requireDefaultAccount: this.options.requireDefaultAccount ?? false,
-      ...(this.options.configFile ? { source: this.options.configFile } : {}),
-    };
+  private tokenCache(base: CredentialSource): TokenCache {
+    return new TokenCache(overlayStatic(this.staticTokens, base), this.tokenEvents ? { events: this.tokenEvents } : {});
   }
 
-  private compile(tree: Tree): Snapshot {
-    return new Snapshot(tree, { instanceCreationTimestamp: this.options.instanceCreationTimestamp ?? this.createdAt });
+  /** Every new snapshot: the handler serves it, waiters whose watched ETag changed wake. */
+  private swapped(next: Snapshot, previous: Snapshot | undefined): void {
+    this.state.snapshot = next;
+    // Full ID tokens carry instance and project facts: drop the ones minted from facts that changed.
+    if (previous && JSON.stringify(previous.identity) !== JSON.stringify(next.identity)) this.state.tokens.clear("identity");
+    this.changes.publish(next);
+    this.metricsRecorder?.serviceAccount(this.defaultEmail());
   }
 
   /** The snapshot being served. */
   get snapshot(): Snapshot {
-    return this.state.snapshot;
+    return this.store.current;
   }
 
-  /** Swap in a new snapshot built from a config document; waiters on changed nodes wake. */
-  replaceClaims(claims: object): void {
-    let tree: Tree;
-    try {
-      tree = claimsFromDocument(claims, this.claimsOptions());
-    } catch (e) {
-      this.metrics.reloads.failed();
-      throw e;
-    }
-    this.loadTree(tree);
-    this.metrics.reloads.succeeded();
-  }
-
-  /** The single place a new snapshot goes live: waiters whose watched ETag changed wake. */
-  protected swap(next: Snapshot): void {
-    const before = this.state.snapshot?.identity;
-    this.state.snapshot = next;
-    // Full ID tokens carry instance and project facts: drop the ones minted from facts that changed.
-    if (before && JSON.stringify(before) !== JSON.stringify(next.identity)) this.state.tokens.clear("identity");
-    this.changes.publish(next);
-    this.metricsRecorder?.serviceAccount(this.defaultEmail());
+  /** Outcome counters of config-file reloads. */
+  get reloadStats(): ReloadStats {
+    return this.store.reloadStats;
   }
 
   /** Where wait_for_change and reload code report (no-ops when metrics are off); see observability/metrics.ts. */
@@ -238,64 +231,59 @@ export class MetadataServer {
   }
 
   private defaultEmail(): string | undefined {
-    return this.state.snapshot?.accounts.get("default")?.email ?? this.state.tokens.source.describe().email;
+    return this.store.snapshot?.accounts.get("default")?.email ?? this.state.tokens.source.describe().email;
   }
 
   /** Why the server is not ready (for /readyz), or undefined. */
   private notReady(): string | undefined {
-    if (!this.state.snapshot) return "no config snapshot loaded yet";
+    if (!this.store.snapshot) return "no config snapshot loaded yet";
     if (!this.server) return "the metadata listener is not up";
     return undefined;
   }
 
-  /** A whole new config: replaces control-API changes; the guest's own writes carry over (see metadata/guest.ts). */
-  private loadTree(tree: Tree): void {
-    const previous = this.fileTree;
-    this.fileTree = tree;
-    this.swap(this.compile(this.snapshot ? carryGuestAttributes(previous, tree, this.snapshot.tree) : tree));
-  }
-
-  /** Change the tree and serve the result; nothing happens when `fn` returns the same tree. */
-  editTree(fn: (tree: Tree) => Tree): void {
-    if (!this.state.snapshot) throw new Error("start() the server first: its config file is read when it starts");
-    const current = this.snapshot.tree;
-    const next = fn(current);
-    if (next !== current) this.swap(this.compile(next));
-  }
+  // The edit API, kept on the server for library users; the store does the work.
 
   /** The value at a metadata path (`instance/attributes/foo`) as config JSON text, or undefined. */
   getJson(path: string): string | undefined {
-    const node = nodeAt(this.snapshot.tree, splitPath(path));
-    return node ? treeToJson(node) : undefined;
+    return this.store.getJson(path);
   }
 
   /** The value at a metadata path in the config file's naming (numbers beyond 2^53 lose digits: use getJson). */
   get(path: string): unknown {
-    const json = this.getJson(path);
-    return json === undefined ? undefined : JSON.parse(json);
+    return this.store.get(path);
   }
 
   /** Set a value (`set("instance/attributes/foo", "bar")`); throws EditError (shape, fixed keys, missing parent). */
   set(path: string, value: unknown): void {
-    this.editTree((t) => setAt(t, path, fromPlain(value)));
+    this.store.set(path, value);
   }
 
-  /** JSON merge patch (RFC 7396) at a path: objects merge, `null` deletes a key. */
+  /** JSON merge patch (RFC 7396) at a path: objects merge, `null` deletes a key. Throws EditError. */
   merge(path: string, patch: unknown): void {
-    this.editTree((t) => mergeAt(t, path, fromPlain(patch)));
+    this.store.merge(path, patch);
   }
 
-  /** Delete an attribute (or any key of a free-form directory) or a list position. */
+  /** Delete an attribute (or any key of a free-form directory) or a list position. Throws EditError. */
   delete(path: string): void {
-    this.editTree((t) => deleteAt(t, path));
+    this.store.delete(path);
   }
 
   /** The whole current config document, `{"computeMetadata":{"v1":{…}}}`. */
   configDocument(): string {
-    return `{"computeMetadata":{"v1":${treeToJson(this.snapshot.tree)}}}`;
+    return this.store.configDocument();
   }
 
-  /** Schedule a simulated host maintenance event (see changes/lifecycle.ts). */
+  /** Swap in a new config document; throws ConfigError and keeps the current one. Waiters on changed nodes wake. */
+  replaceClaims(claims: object): void {
+    this.store.replaceClaims(claims);
+  }
+
+  /** Apply config-file text as the watcher does: a valid file goes live, an invalid one is logged and counted. */
+  applyConfigText(text: string): boolean {
+    return this.store.applyConfigText(text, this.options.configFile ?? "config");
+  }
+
+  /** Schedule a simulated host maintenance event (see events/lifecycle.ts). */
   simulateMaintenance(spec: MaintenanceSpec): LifecycleEvent {
     return this.lifecycle.scheduleMaintenance(spec);
   }
@@ -305,48 +293,50 @@ export class MetadataServer {
     return this.lifecycle.schedulePreemption(spec);
   }
 
-  /** Apply config-file text: a valid file goes live, an invalid one is logged and counted, the last good stays. */
-  applyConfigText(text: string): boolean {
-    const file = this.options.configFile ?? "config";
-    try {
-      const tree = claimsFromDocument(parseConfigText(text, file), this.claimsOptions());
-      this.configText = text;
-      this.loadTree(tree);
-      this.reloadStats.reloads++;
-      this.metrics.reloads.succeeded();
-      this.state.log.info("config reloaded", { file });
-      return true;
-    } catch (e) {
-      if (!(e instanceof ConfigError)) throw e;
-      this.reloadStats.failures++;
-      this.metrics.reloads.failed();
-      this.reloadStats.lastError = e.message;
-      this.state.log.error(`config reload failed, still serving the last good config: ${e.message}`);
-      return false;
-    }
-  }
-
-  /** Start listening. Resolves with the bound address; port 0 reports the port picked. */
+  /**
+   * Start: read the config file, open the credentials, bind the listeners, in that order, so the first thing the
+   * operator gave that is wrong is the one error (ConfigError, CredentialError, UsageError, TpmError, ListenError).
+   * Resolves with the bound address; port 0 reports the port picked. Lines about the credentials are logged once
+   * the server is up.
+   */
   async start(): Promise<{ url: string; host: string; port: number; socketPath?: string }> {
     if (this.server) return this.address();
     const sc = this.options.serverConfig ?? {};
+    const notes: Note[] = [];
+    let opened: CredentialSource | undefined;
     const recorder = this.metricsRecorder;
-    // Metrics first, so /readyz answers (not ready) while the config loads.
-    if (recorder && !this.metricsServer) this.metricsServer = serveMetrics(recorder, sc.metrics!, () => this.notReady());
     try {
-      if (!this.state.snapshot) {
-        const file = this.options.configFile!;
-        this.configText = await readConfigText(file);
-        this.fileTree = claimsFromDocument(parseConfigText(this.configText, file), this.claimsOptions());
-        this.state.snapshot = this.compile(this.fileTree);
+      // Metrics first, so /readyz answers (not ready) while the config loads and the credentials open.
+      if (recorder && !this.metricsServer) this.metricsServer = serveMetrics(recorder, sc.metrics!, () => this.notReady());
+      if (!this.store.snapshot) await this.store.loadFile(this.options.configFile!);
+      const target: ListenTarget = {
+        hostname: sc.bindInterface ?? "127.0.0.1",
+        port: parsePort(sc.port),
+        ...(sc.domainSocket ? { domainSocket: sc.domainSocket } : {}),
+        ...(sc.domainSocketMode !== undefined ? { domainSocketMode: sc.domainSocketMode } : {}),
+        ...(sc.tls ? { tls: sc.tls } : {}),
+      };
+      if (this.pending) {
+        const spec = this.pending;
+        const quiet = !!(this.staticTokens.accessToken && this.staticTokens.idToken);
+        const r = await openSource(spec, { env: this.env, quiet, defaultEmail: () => this.requireDefaultEmail(spec) });
+        opened = r.source;
+        notes.push(...r.notes);
+        this.state.tokens = this.tokenCache(opened);
+        this.pending = undefined;
+      }
+      if (this.staticTokens.accessToken || this.staticTokens.idToken) {
+        notes.push({ level: "info", message: "serving static tokens from GOOGLE_ACCESS_TOKEN / GOOGLE_ID_TOKEN" });
       }
       recorder?.describeCredentials(this.state.tokens.source.describe(), this.defaultEmail());
       this.changes.reopen();
       if (this.options.watchConfig && this.options.configFile && !this.watcher) {
-        this.watcher = new ConfigWatcher(this.options.configFile, (text) => void this.applyConfigText(text), {
-          onError: (e) => this.state.log.warn("config file not readable; keeping the current config", { error: e.message }),
+        const { ConfigWatcher } = await import("./config/watch.ts");
+        const file = this.options.configFile;
+        this.watcher = new ConfigWatcher(file, (text) => void this.store.applyConfigText(text, file), {
+          onError: (e) => this.log.warn("config file not readable; keeping the current config", { error: e.message }),
         });
-        await this.watcher.start(this.configText);
+        await this.watcher.start(this.store.configText);
       }
       const state = this.state;
       // Observation wraps the handler only when metrics or per-request logs are on; otherwise nothing is added.
@@ -354,24 +344,30 @@ export class MetadataServer {
         snapshot: () => state.snapshot,
         metrics: recorder,
         log: state.log,
-        routes: APP_ROUTES,
-        prefixes: APP_PREFIXES,
+        routeBeside: routeMatcher(APP_ROUTES),
       });
-      this.server = await listen(fetch, {
-        hostname: sc.bindInterface ?? "127.0.0.1",
-        port: parsePort(sc.port),
-        domainSocket: sc.domainSocket,
-        domainSocketMode: sc.domainSocketMode,
-        tls: sc.tls,
-      });
+      this.server = await listen(fetch, target);
     } catch (e) {
       this.watcher?.close();
       this.watcher = undefined;
       await this.metricsServer?.stop(true);
       this.metricsServer = undefined;
+      await opened?.close?.(); // release a TPM key and its sessions
       throw e;
     }
+    for (const n of notes) this.log[n.level](n.message, n.fields);
     return this.address();
+  }
+
+  private requireDefaultEmail(spec: CredentialSpec): string {
+    const email = this.store.current.accounts.get("default")?.email;
+    if (!email) {
+      throw new ConfigError(
+        "CONFIG_NO_DEFAULT_ACCOUNT",
+        `${this.options.configFile ?? "config"}: computeMetadata.v1.instance.serviceAccounts.default: missing; ${spec.type} credentials belong to the default service account`,
+      );
+    }
+    return email;
   }
 
   private address(): { url: string; host: string; port: number; socketPath?: string } {
@@ -406,11 +402,12 @@ export class MetadataServer {
 
   /** Point Google's client libraries at this server; returns a function that restores the previous values. */
   applyEnv(target: Record<string, string | undefined> = process.env): () => void {
-    if (this.options.serverConfig?.domainSocket)
+    if (this.options.serverConfig?.domainSocket) {
       throw new UsageError(
         "USAGE",
         "client libraries cannot reach a unix socket through GCE_METADATA_HOST; connect to the socket directly",
       );
+    }
     const names = ["GCE_METADATA_HOST", "GCE_METADATA_IP", "GCE_METADATA_ROOT"] as const;
     const saved = names.map((n) => [n, target[n]] as const);
     for (const n of names) target[n] = this.host;

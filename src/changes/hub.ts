@@ -12,14 +12,33 @@
  * // on every new snapshot:
  * state.snapshot = next; hub.publish(next);
  */
-import type { WaitRequest, WaitService } from "../http/handler.ts";
+import { MetadataError } from "../errors.ts";
 import { MetaNode, type Snapshot } from "../metadata/snapshot.ts";
 
 /** Thrown by `wait` when the configured limit of hanging requests is reached; the handler answers 503. */
-export class TooManyWaiters extends Error {
+export class TooManyWaiters extends MetadataError<"TOO_MANY_WAITERS"> {
   constructor(readonly limit: number) {
-    super(`too many hanging requests (limit ${limit}); retry later`);
+    super("TOO_MANY_WAITERS", `too many hanging requests (limit ${limit}); retry later`);
   }
+}
+
+/** What a hanging GET waits for. */
+export interface WaitRequest {
+  path: string;
+  recursive: boolean;
+  lastEtag: string | undefined;
+  /** Seconds; undefined waits until a change. */
+  timeoutSec: number | undefined;
+  signal: AbortSignal;
+}
+
+/** The contract the request handler holds waits through; the ChangeHub is the implementation. */
+export interface WaitService {
+  /**
+   * Resolves when the node's ETag differs from `lastEtag` (or from the current one), on timeout, or on abort.
+   * Rejects (answered 503) when the service refuses to hold another request.
+   */
+  wait(req: WaitRequest, currentEtag: string): Promise<void>;
 }
 
 interface Waiter {

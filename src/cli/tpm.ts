@@ -1,11 +1,8 @@
 /**
- * `-tpm` on the command line: the TPM flags checked by the Go emulator's rules, the key opened (openTpmSigner
- * makes one test signature, so anything that would make signing impossible fails here, before listening), and
- * the TpmSource made for the config's default account.
+ * `-tpm` on the command line: the TPM flags checked by the Go emulator's rules and turned into the signer's
+ * options. The server opens the key when it starts (credentials/open.ts).
  */
 import { UsageError } from "../errors.ts";
-import type { Logger } from "../observability/log.ts";
-import { GOOGLE_TOKEN_URL, TpmSource } from "../credentials/tpm.ts";
 import type { TpmOptions } from "../tpm/signer.ts";
 import { FLAGS, type FlagName, type Flags } from "./flags.ts";
 
@@ -20,7 +17,6 @@ const TPM_ONLY: FlagName[] = [
   "tpm-session-encrypt-with-name",
   "useOauthToken",
   "useEKParent",
-  "tokenURL",
 ];
 
 /** Why -useTPMmTLS is refused; see docs/tpm.md for what was tried. */
@@ -48,7 +44,7 @@ function given(flags: Flags, name: FlagName): boolean {
 }
 
 /** Warnings for TPM flags given without -tpm, and refusal of -useTPMmTLS; call before any credential is made. */
-export function checkTpmFlags(flags: Flags, log: Logger): void {
+export function checkTpmFlags(flags: Flags, warn: (line: string) => void): void {
   if (flags.useTPMmTLS) {
     // The Go emulator needs these with it (projectNumber defaults to the config's numeric project id).
     const missing = (["poolID", "providerID", "pubCert"] as const).filter((n) => flags[n] === "").map((n) => `-${n}`);
@@ -56,16 +52,15 @@ export function checkTpmFlags(flags: Flags, log: Logger): void {
     throw new UsageError("TPM_MTLS_UNSUPPORTED", TPM_MTLS_UNSUPPORTED + note);
   }
   if (!flags.tpm) {
+    const ignored = TPM_ONLY.filter((n) => given(flags, n)).map((n) => `-${n}`);
+    if (ignored.length) warn(`${ignored.join(", ")} ignored: ${ignored.length > 1 ? "they apply" : "it applies"} only with -tpm`);
     // -impersonate uses -tokenURL too (for source credentials whose file names no token endpoint).
-    const ignored = TPM_ONLY.filter((n) => given(flags, n) && !(n === "tokenURL" && flags.impersonate)).map((n) => `-${n}`);
-    const also = ignored.includes("-tokenURL") ? " (-tokenURL also with -impersonate)" : "";
-    if (ignored.length)
-      log.warn(`${ignored.join(", ")} ignored: ${ignored.length > 1 ? "they apply" : "it applies"} only with -tpm${also}`);
+    if (given(flags, "tokenURL") && !flags.impersonate) warn("-tokenURL is ignored without -tpm or -impersonate");
   }
 }
 
 /** The signer options the flags describe; a UsageError (exit 1) for what the Go emulator refuses. */
-export function tpmOptions(flags: Flags, log: Logger): TpmOptions {
+export function tpmOptions(flags: Flags, warn: (line: string) => void): TpmOptions {
   const keyfile = flags.keyfile !== "" ? flags.keyfile : undefined;
   const handle = flags.persistentHandle > 0 ? flags.persistentHandle : undefined;
   if (keyfile === undefined && handle === undefined) {
@@ -75,7 +70,7 @@ export function tpmOptions(flags: Flags, log: Logger): TpmOptions {
     );
   }
   if (keyfile !== undefined && handle !== undefined) {
-    log.warn("both -keyfile and -persistentHandle given: using -keyfile, as the Go emulator does");
+    warn("both -keyfile and -persistentHandle given: using -keyfile, as the Go emulator does");
   }
   return {
     path: flags["tpm-path"],
@@ -86,35 +81,4 @@ export function tpmOptions(flags: Flags, log: Logger): TpmOptions {
     ...(flags["tpm-session-encrypt-with-name"] !== "" ? { sessionEncryptWithName: flags["tpm-session-encrypt-with-name"] } : {}),
     ...(flags.useEKParent ? { useEKParent: true } : {}),
   };
-}
-
-function tokenUrl(flags: Flags): string {
-  const text = flags.tokenURL;
-  let url: URL | undefined;
-  try {
-    url = new URL(text);
-  } catch {
-    // reported below
-  }
-  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
-    throw new UsageError("BAD_TOKEN_URL", `-tokenURL ${JSON.stringify(text)} is not an http(s) URL; the default is ${GOOGLE_TOKEN_URL}`);
-  }
-  return text;
-}
-
-/** Open the TPM key and make the source for `email` (the config's default account). Throws TpmError/UsageError. */
-export async function openTpmSource(flags: Flags, email: string, log: Logger): Promise<TpmSource> {
-  const opts = tpmOptions(flags, log);
-  const url = tokenUrl(flags);
-  const { openTpmSigner } = await import("../tpm/signer.ts");
-  const signer = await openTpmSigner(opts);
-  log.info("using a TPM key for credentials", {
-    email,
-    tpm: opts.path,
-    key: opts.keyfile ?? `0x${opts.persistentHandle!.toString(16).padStart(8, "0")}`,
-    fingerprint: signer.fingerprint,
-    tokens: flags.useOauthToken ? "oauth2 jwt-bearer exchange" : "self-signed JWT access tokens",
-    ...(flags.useOauthToken || url !== GOOGLE_TOKEN_URL ? { tokenURL: url } : {}),
-  });
-  return new TpmSource({ signer, email, tokenUrl: url, useOauthToken: flags.useOauthToken });
 }

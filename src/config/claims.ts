@@ -2,14 +2,15 @@
  * Claims: the config file (the real server's `?recursive=true` document under `computeMetadata.v1`) read, checked
  * and adjusted by the Go emulator's environment overrides, ready to compile into a snapshot.
  */
+import type { Environment } from "../environment.ts";
 import { ConfigError } from "../errors.ts";
-import { fromPlain, isJsonObject, JsonNumber, JsonSyntaxError, type JsonObject, type JsonValue, parseJson } from "./json.ts";
+import { fromPlain, isJsonObject, JsonNumber, JsonSyntaxError, type JsonObject, type JsonValue, parseJson } from "../json.ts";
 import { buildTree, type Tree } from "../metadata/tree.ts";
 import { v1Schema } from "../metadata/schema.ts";
 
 export interface ClaimsOptions {
-  /** Environment for the overrides; defaults to none. */
-  env?: Record<string, string | undefined>;
+  /** The Go emulator's environment overrides (project id and number, default account e-mail); default none. */
+  overrides?: Pick<Environment, "projectId" | "numericProjectId" | "serviceAccount">;
   /** The Go emulator refuses to start without `instance.serviceAccounts.default`. */
   requireDefaultAccount?: boolean;
   /** Name used in error messages (the file path). */
@@ -72,9 +73,9 @@ function objectAt(parent: JsonObject, key: string): JsonObject {
   return created;
 }
 
-function applyEnv(v1: JsonObject, env: Record<string, string | undefined>, source: string): void {
-  const projectId = env.GOOGLE_PROJECT_ID;
-  const number = env.GOOGLE_NUMERIC_PROJECT_ID;
+function applyOverrides(v1: JsonObject, env: NonNullable<ClaimsOptions["overrides"]>, source: string): void {
+  const projectId = env.projectId;
+  const number = env.numericProjectId;
   if (projectId) objectAt(v1, "project").projectId = projectId;
   if (number) {
     if (!/^\d+$/.test(number)) {
@@ -82,7 +83,7 @@ function applyEnv(v1: JsonObject, env: Record<string, string | undefined>, sourc
     }
     objectAt(v1, "project").numericProjectId = new JsonNumber(number);
   }
-  const email = env.GOOGLE_SERVICE_ACCOUNT || env.GOOGLE_ACCOUNT_EMAIL;
+  const email = env.serviceAccount;
   if (!email) return;
   const accounts = objectAt(objectAt(v1, "instance"), "serviceAccounts");
   const def = accounts.default;
@@ -144,7 +145,7 @@ export function claimsFromDocument(doc: JsonValue | object, options: ClaimsOptio
   // Work on a copy: overrides and normalisation must not leak into the caller's object.
   const copy = fromPlain(doc);
   const v1 = v1Of(copy, source);
-  applyEnv(v1, options.env ?? {}, source);
+  applyOverrides(v1, options.overrides ?? {}, source);
   normaliseAccounts(v1, options.requireDefaultAccount ?? false, source);
   // Every VM answers universe/universe-domain; the public cloud's domain unless the config says otherwise.
   if (v1.universe === undefined) v1.universe = Object.assign(Object.create(null), { universeDomain: "googleapis.com" });

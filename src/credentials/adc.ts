@@ -5,11 +5,12 @@
  * from one; `-federate` needs an `external_account` one named by the environment variable.
  *
  * @example
- *   const found = findAdcFile(process.env);           // { path, fromEnv } or undefined
+ *   const found = findAdcFile(readEnvironment(process.env)); // { path, fromEnv } or undefined
  *   const adc = await readAdcFile(found!.path);        // { path, type, json }
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import type { Environment } from "../environment.ts";
 import { CredentialError } from "../errors.ts";
 
 /** A parsed ADC file: its path, its `type` and its JSON. Secrets stay in `json`; never log it. */
@@ -21,23 +22,14 @@ export interface AdcFile {
 
 export const WELL_KNOWN_FILE = "application_default_credentials.json";
 
-/** gcloud's config directory as google-auth-library computes it; undefined when it cannot be named. */
-export function gcloudConfigDir(env: Record<string, string | undefined>, platform = process.platform): string | undefined {
-  if (env.CLOUDSDK_CONFIG) return env.CLOUDSDK_CONFIG;
-  if (platform === "win32") return env.APPDATA ? join(env.APPDATA, "gcloud") : undefined;
-  return env.HOME ? join(env.HOME, ".config", "gcloud") : undefined;
-}
-
 /**
  * Where ADC comes from: `GOOGLE_APPLICATION_CREDENTIALS` when set (whether or not the file exists: a wrong path is
  * an error, not a fall-through), else the well-known file if it exists, else undefined.
  */
-export function findAdcFile(env: Record<string, string | undefined>): { path: string; fromEnv: boolean } | undefined {
-  const named = env.GOOGLE_APPLICATION_CREDENTIALS;
-  if (named) return { path: named, fromEnv: true };
-  const dir = gcloudConfigDir(env);
-  if (!dir) return undefined;
-  const path = join(dir, WELL_KNOWN_FILE);
+export function findAdcFile(env: Pick<Environment, "credentialsFile" | "gcloudConfigDir">): { path: string; fromEnv: boolean } | undefined {
+  if (env.credentialsFile) return { path: env.credentialsFile, fromEnv: true };
+  if (!env.gcloudConfigDir) return undefined;
+  const path = join(env.gcloudConfigDir, WELL_KNOWN_FILE);
   return existsSync(path) ? { path, fromEnv: false } : undefined;
 }
 

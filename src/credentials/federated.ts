@@ -16,13 +16,10 @@
  */
 import { CredentialError } from "../errors.ts";
 import { optionalUrl, requireString, type AdcFile } from "./adc.ts";
+import { CLOUD_PLATFORM_SCOPE } from "./google.ts";
 import { IamCredentials } from "./iam.ts";
 import { errorText } from "./service-account.ts";
 import type { AccessTokenRequest, CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
-
-export const CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform";
-/** Google's STS, where an external_account file without `token_url` exchanges its subject token. */
-export const DEFAULT_STS_URL = "https://sts.googleapis.com/v1/token";
 
 type ExternalClient = import("google-auth-library").BaseExternalAccountClient;
 

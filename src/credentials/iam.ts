@@ -8,10 +8,9 @@
  *   const { token } = await iam.generateAccessToken(bearer, "app@p.iam.gserviceaccount.com", [CLOUD_PLATFORM], 3600);
  */
 import { CredentialError } from "../errors.ts";
+import { IAM_CREDENTIALS_URL } from "./google.ts";
 import type { IssuedToken } from "./source.ts";
-import { jwtExpiry } from "./static.ts";
-
-export const IAM_CREDENTIALS_URL = "https://iamcredentials.googleapis.com";
+import { jwtExpiry } from "./jwt.ts";
 
 /** Statuses worth one more try: Google's own clients retry these. */
 const RETRYABLE = new Set([429, 500, 502, 503, 504]);

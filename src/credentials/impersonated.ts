@@ -18,20 +18,11 @@
  */
 import { CredentialError } from "../errors.ts";
 import { optionalUrl, requireString, type AdcFile } from "./adc.ts";
-import { checkExternalAccount, CLOUD_PLATFORM_SCOPE, createExternalAccountClient, DEFAULT_STS_URL } from "./federated.ts";
+import { checkExternalAccount, createExternalAccountClient } from "./federated.ts";
+import { CLOUD_PLATFORM_SCOPE, DEFAULT_STS_URL, GOOGLE_TOKEN_URL } from "./google.ts";
 import { IamCredentials } from "./iam.ts";
-import {
-  checkServiceAccountKey,
-  createJwtClient,
-  errorText,
-  GOOGLE_TOKEN_URL,
-  keyFingerprint,
-  type ServiceAccountKey,
-} from "./service-account.ts";
+import { checkServiceAccountKey, createJwtClient, errorText, keyFingerprint, type ServiceAccountKey } from "./service-account.ts";
 import type { AccessTokenRequest, CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
-
-/** Source credential types `-impersonate` accepts. */
-export const IMPERSONATION_SOURCE_TYPES = ["service_account", "authorized_user", "external_account"] as const;
 
 /** The lifetime the Go emulator asks for (its library's default). */
 const LIFETIME_SECONDS = 3600;

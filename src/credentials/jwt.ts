@@ -25,3 +25,15 @@ export async function signJwt(claims: Record<string, unknown>, sign: Rs256Signer
   const signature = await sign(encoder.encode(input));
   return `${input}.${b64url(signature)}`;
 }
+
+/** `exp` of a JWT in milliseconds, without verifying it; undefined if it is not a JWT. */
+export function jwtExpiry(token: string): number | undefined {
+  const payload = token.split(".")[1];
+  if (!payload) return undefined;
+  try {
+    const exp = JSON.parse(Buffer.from(payload, "base64url").toString("utf8")).exp;
+    return typeof exp === "number" ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -4,14 +4,13 @@
  * at a private or local token endpoint.
  */
 import { CredentialError } from "../errors.ts";
+import { GOOGLE_TOKEN_URL } from "./google.ts";
 import type { AccessTokenRequest, CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
-import { jwtExpiry } from "./static.ts";
+import { jwtExpiry } from "./jwt.ts";
 
 // node:crypto on first use: this module is reachable from start-up (sources share GOOGLE_TOKEN_URL and helpers), and
 // importing node:crypto there is part of ~2 ms of the compiled server's start-up (see http/listen.ts).
 const nodeCrypto = () => require("node:crypto") as typeof import("node:crypto");
-
-export const GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token";
 
 export interface ServiceAccountKey {
   type: "service_account";

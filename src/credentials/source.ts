@@ -2,25 +2,9 @@
  * The one contract every credential source implements. Sources know nothing about HTTP or caching:
  * the TokenCache in front of them handles expiry, refresh ahead of expiry and single-flight.
  */
+import type { Account, InstanceIdentity } from "../metadata/identity.ts";
 
-/** A service account as the metadata tree describes it. */
-export interface Account {
-  /** The account's e-mail address (never the `default` alias). */
-  email: string;
-  /** Scopes from the config; used when a token request names none. */
-  scopes: readonly string[];
-}
-
-/** Facts about the emulated VM that `format=full` ID tokens carry in `google.compute_engine`. */
-export interface InstanceIdentity {
-  projectId: string;
-  projectNumber: string;
-  instanceId: string;
-  instanceName: string;
-  zone: string;
-  instanceCreationTimestamp: number;
-  licenseIds: readonly string[];
-}
+export type { Account, InstanceIdentity };
 
 export interface AccessTokenRequest {
   account: Account;

@@ -3,6 +3,7 @@
  * Set, they take precedence over any other source for their kind of token, exactly as there.
  */
 import { CredentialError } from "../errors.ts";
+import { jwtExpiry } from "./jwt.ts";
 import type { CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
 
 export interface StaticTokens {
@@ -11,18 +12,6 @@ export interface StaticTokens {
   /** Lifetime reported for the static access token, counting down and renewed (seconds; default 3600). */
   lifetimeSeconds?: number;
   now?: () => number;
-}
-
-/** `exp` of a JWT, without verifying it; undefined if it is not a JWT. */
-export function jwtExpiry(token: string): number | undefined {
-  const payload = token.split(".")[1];
-  if (!payload) return undefined;
-  try {
-    const exp = JSON.parse(Buffer.from(payload, "base64url").toString("utf8")).exp;
-    return typeof exp === "number" ? exp * 1000 : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 export class StaticSource implements CredentialSource {

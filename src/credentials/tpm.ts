@@ -19,15 +19,10 @@
  */
 import { CredentialError } from "../errors.ts";
 import { signJwt } from "./jwt.ts";
-import { GOOGLE_TOKEN_URL } from "./service-account.ts";
+import { CLOUD_PLATFORM_SCOPE, GOOGLE_TOKEN_URL } from "./google.ts";
 import type { AccessTokenRequest, CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
-import { jwtExpiry } from "./static.ts";
+import { jwtExpiry } from "./jwt.ts";
 import type { TpmSigner } from "../tpm/signer.ts";
-
-export { GOOGLE_TOKEN_URL };
-
-/** The scope the Go emulator's TPM token source uses when none is asked for. */
-export const CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform";
 
 const JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /** Lifetime of self-signed access tokens and of assertions (Google's maximum for both). */

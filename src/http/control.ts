@@ -1,7 +1,8 @@
 /**
  * The control API (off by default; `-controlAPI`), served under /emulator/v1/ on the metadata listener. It changes
  * what the emulator serves, in memory: every change is a snapshot swap, so hanging GETs wake; nothing is written
- * back to the config file, and the next change of that file replaces these changes.
+ * back to the config file, and the next change of that file replaces these changes. The routes are declared here
+ * with the patterns of routes.ts; errors thrown by the handlers are answered by the app's one `onError` (app.ts).
  *
  * Google's reference emulator's update routes, kept exactly (bodies URL-encoded, path naming, its answers):
  *   POST   /emulator/v1/update/<path>   set a node (a string for leaves, JSON for directories and lists)
@@ -17,37 +18,35 @@
  *   GET    /emulator/v1/status            hanging requests, config reload counters
  * Every route needs `Metadata-Flavor: Google` and refuses `X-Forwarded-For`, like the metadata paths.
  */
-import { Elysia } from "elysia";
-import { ConfigError, UsageError } from "../errors.ts";
-import { isJsonObject, parseJson, type JsonValue } from "../config/json.ts";
-import { BASE_HEADERS, JSON_TYPE, TEXT, type Snapshot } from "../metadata/snapshot.ts";
-import type { Tree } from "../metadata/tree.ts";
-import { deleteAt, EditError, mergeAt, referenceDelete, referenceReplaceAll, referenceSet, setAt } from "../metadata/edit.ts";
+import { Elysia, t } from "elysia";
+import type { ChangeHub } from "../changes/hub.ts";
+import type { ConfigStore } from "../config/store.ts";
+import { ConfigError, EditError, RequestError } from "../errors.ts";
 import {
+  type Lifecycle,
+  type LifecycleEvent,
   maintenanceFrom,
   parseMaintenanceSpec,
   parsePreemptionSpec,
   preemptionFrom,
-  type Lifecycle,
-  type LifecycleEvent,
-} from "../changes/lifecycle.ts";
-import type { ChangeHub } from "../changes/hub.ts";
-import type { Logger } from "../observability/log.ts";
+} from "../events/lifecycle.ts";
+import { isJsonObject, type JsonValue, parseJson } from "../json.ts";
+import type { Logger } from "../log.ts";
+import { referenceDelete, referenceReplaceAll, referenceSet } from "../metadata/reference-update.ts";
+import { BASE_HEADERS, JSON_TYPE, TEXT } from "../metadata/snapshot.ts";
+import type { Tree } from "../metadata/tree.ts";
+import { deleteAt, mergeAt, setAt } from "../metadata/edit.ts";
 import { forwarded, missingFlavor } from "./pages.ts";
+import { ROUTES } from "./routes.ts";
+import { pathAndQuery, splitUrl } from "../metadata/path.ts";
 
 /** What the control API drives; MetadataServer is one. */
 export interface ControlTarget {
-  readonly snapshot: Snapshot;
-  editTree(fn: (tree: Tree) => Tree): void;
-  getJson(path: string): string | undefined;
-  configDocument(): string;
-  replaceClaims(doc: object): void;
+  readonly store: ConfigStore;
   readonly lifecycle: Lifecycle;
   readonly changes: ChangeHub;
-  readonly reloadStats: { reloads: number; failures: number; lastError: string | undefined };
 }
 
-const PREFIX = "/emulator/v1/";
 const HTML = "text/html; charset=UTF-8";
 
 // The reference emulator's answers, byte for byte.
@@ -59,20 +58,9 @@ const BAD_FORMAT = () => ref(400, "Updated data does not have the correct format
 const FIXED_KEYS = () => ref(400, "Cannot add or remove data at the specified path");
 const REF_NOT_FOUND = () => ref(404, "Error: Not found");
 
-const json = (status: number, body: string): Response =>
+export const json = (status: number, body: string): Response =>
   new Response(body, { status, headers: { ...BASE_HEADERS, "Content-Type": JSON_TYPE } });
-const jsonError = (status: number, code: string, message: string): Response => json(status, JSON.stringify({ error: { code, message } }));
-
-function pathOf(url: string): { path: string; query: string } {
-  let p0 = 0;
-  if (!url.startsWith("/")) {
-    const scheme = url.indexOf("://");
-    p0 = scheme < 0 ? 0 : url.indexOf("/", scheme + 3);
-    if (p0 < 0) p0 = url.length;
-  }
-  const q = url.indexOf("?", p0);
-  return { path: q < 0 ? url.slice(p0) : url.slice(p0, q), query: q < 0 ? "" : url.slice(q + 1) };
-}
+const noContent = () => new Response(null, { status: 204, headers: BASE_HEADERS });
 
 /** Python's unquote_plus: `+` is a space, bad escapes stay as they are. */
 function unquotePlus(s: string): string {
@@ -90,11 +78,59 @@ function unquotePlus(s: string): string {
   }
 }
 
+/** The metadata path a wildcard route names, percent-decoded. */
+function pathParam(raw: string | undefined): string {
+  try {
+    return decodeURIComponent(raw ?? "");
+  } catch {
+    throw new RequestError(400, "BAD_PATH", `malformed percent-encoding in ${JSON.stringify(raw)}`);
+  }
+}
+
+/** A JSON body, numbers kept exactly (ids beyond 2^53); a syntax error names the line and column. */
+async function exactJson(request: Request): Promise<JsonValue> {
+  const text = await request.text();
+  try {
+    return parseJson(text);
+  } catch (e) {
+    throw new ConfigError("CONFIG_SYNTAX", `request body: invalid JSON at ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** A lifecycle body: a JSON object, or the flag's `key=value,…` text. */
+async function lifecycleBody(request: Request): Promise<Record<string, unknown> | string> {
+  const text = (await request.text()).trim();
+  if (!text.startsWith("{")) return text;
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (e) {
+    throw new RequestError(400, "BAD_REQUEST", `request body: invalid JSON (${(e as Error).message})`);
+  }
+  if (!isJsonObject(body as JsonValue)) throw new RequestError(400, "BAD_REQUEST", "the body must be a JSON object");
+  return body as Record<string, unknown>;
+}
+
+const When = t.Union([t.String(), t.Number()]);
+const MaintenanceBody = t.Union([
+  t.String(),
+  t.Object(
+    { in: t.Optional(When), at: t.Optional(t.String()), type: t.Optional(t.String()), duration: t.Optional(When) },
+    { additionalProperties: false },
+  ),
+]);
+const PreemptionBody = t.Union([
+  t.String(),
+  t.Object({ in: t.Optional(When), at: t.Optional(t.String()), grace: t.Optional(When) }, { additionalProperties: false }),
+]);
+
 export function controlRoutes(target: ControlTarget, log: Logger) {
-  /** Apply a change; map edit errors to the reference's answers. */
+  const { store, lifecycle } = target;
+
+  /** Apply a change the reference's way: its fixed answers for its errors. */
   function reference(change: (t: Tree) => Tree): Response {
     try {
-      target.editTree(change);
+      store.editTree(change);
       return UPDATE_OK();
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
@@ -105,147 +141,112 @@ export function controlRoutes(target: ControlTarget, log: Logger) {
     }
   }
 
-  /** Apply a change through this server's own routes; errors as JSON naming the path. */
-  function own(change: () => Response): Response {
-    try {
-      return change();
-    } catch (e) {
-      if (e instanceof EditError && e.code === "EDIT_NOT_FOUND") return jsonError(404, e.code, e.message);
-      if (e instanceof ConfigError || e instanceof UsageError) return jsonError(400, e.code, e.message);
-      throw e;
-    }
-  }
+  const current = (path: string): Response => {
+    const v = store.getJson(path);
+    if (v === undefined) throw new EditError("EDIT_NOT_FOUND", `${path || "(root)"}: no such node`);
+    return json(200, v);
+  };
+  const methods =
+    (allowed: string) =>
+    ({ request }: { request: Request }) => {
+      throw new RequestError(405, "METHOD", `${request.method} is not supported here: use ${allowed}`);
+    };
+  const scheduled = (event: LifecycleEvent) => json(201, JSON.stringify(event));
 
-  function parseBody(text: string, what: string): JsonValue {
-    try {
-      return parseJson(text);
-    } catch (e) {
-      throw new ConfigError("CONFIG_SYNTAX", `${what}: invalid JSON at ${(e as Error).message}`);
-    }
-  }
-
-  async function handle(request: Request): Promise<Response> {
-    const { path: raw } = pathOf(request.url);
-    const headers = request.headers;
-    if (headers.get("x-forwarded-for") !== null) return forwarded(raw);
-    if (headers.get("metadata-flavor") !== "Google") return missingFlavor(raw);
-    let rest: string;
-    try {
-      rest = decodeURIComponent(raw.slice(PREFIX.length));
-    } catch {
-      return jsonError(400, "BAD_PATH", `malformed percent-encoding in ${raw}`);
-    }
-    const method = request.method;
-
-    // Google's reference emulator's routes.
-    if (rest.startsWith("update/")) {
-      const path = rest.slice("update/".length);
-      if (method === "DELETE" && path !== "") return reference((t) => referenceDelete(t, path));
-      if (method !== "POST") return ref(405, "Method Not Allowed");
-      const body = unquotePlus(await request.text());
-      if (!body) return NO_CONTENT();
-      return reference((t) => (path === "" ? referenceReplaceAll(t, body) : referenceSet(t, path, body)));
-    }
-
-    if (rest === "metadata" || rest.startsWith("metadata/")) {
-      const path = rest.slice("metadata".length);
-      const current = () => {
-        const v = target.getJson(path);
-        return v === undefined ? jsonError(404, "EDIT_NOT_FOUND", `${path || "/"}: no such node`) : json(200, v);
-      };
-      switch (method) {
-        case "GET":
-          return current();
-        case "PUT": {
-          const text = await request.text();
-          return own(() => {
-            const value = parseBody(text, "request body");
-            target.editTree((t) => setAt(t, path, value));
-            return current();
-          });
-        }
-        case "PATCH": {
-          const text = await request.text();
-          return own(() => {
-            const patch = parseBody(text, "request body");
-            target.editTree((t) => mergeAt(t, path, patch));
-            return target.getJson(path) === undefined ? new Response(null, { status: 204, headers: BASE_HEADERS }) : current();
-          });
-        }
-        case "DELETE":
-          return own(() => {
-            target.editTree((t) => deleteAt(t, path));
-            return new Response(null, { status: 204, headers: BASE_HEADERS });
-          });
-        default:
-          return jsonError(405, "METHOD", `${method} is not supported here: use GET, PUT, PATCH or DELETE`);
-      }
-    }
-
-    if (rest === "config") {
-      if (method === "GET") return json(200, target.configDocument());
-      if (method !== "PUT") return jsonError(405, "METHOD", `${method} is not supported here: use GET or PUT`);
-      const text = await request.text();
-      return own(() => {
-        target.replaceClaims(parseBody(text, "request body") as object);
-        return json(200, target.configDocument());
-      });
-    }
-
-    if (rest === "lifecycle" || rest.startsWith("lifecycle/")) {
-      const sub = rest.slice("lifecycle".length).replace(/^\//, "");
-      if (sub === "" && method === "GET") return json(200, JSON.stringify(target.lifecycle.list()));
-      if ((sub === "maintenance" || sub === "preemption") && method === "POST") {
-        const text = (await request.text()).trim();
-        return own(() => {
-          let event: LifecycleEvent;
-          if (text.startsWith("{")) {
-            let body: unknown;
-            try {
-              body = JSON.parse(text);
-            } catch (e) {
-              throw new UsageError("USAGE", `request body: invalid JSON (${(e as Error).message})`);
-            }
-            if (!isJsonObject(body as JsonValue)) throw new UsageError("USAGE", "the body must be a JSON object");
-            const o = body as Record<string, unknown>;
-            event =
-              sub === "maintenance"
-                ? target.lifecycle.scheduleMaintenance(maintenanceFrom(o))
-                : target.lifecycle.schedulePreemption(preemptionFrom(o));
-          } else {
-            event =
-              sub === "maintenance"
-                ? target.lifecycle.scheduleMaintenance(parseMaintenanceSpec(text))
-                : target.lifecycle.schedulePreemption(parsePreemptionSpec(text));
-          }
-          return json(201, JSON.stringify(event));
-        });
-      }
-      if (sub !== "" && method === "DELETE") {
-        const event = target.lifecycle.cancel(sub);
-        return event
-          ? json(200, JSON.stringify(event))
-          : jsonError(404, "NOT_FOUND", `no scheduled or ongoing event ${JSON.stringify(sub)}`);
-      }
-      return jsonError(404, "NOT_FOUND", `no route ${method} ${raw}`);
-    }
-
-    if (rest === "status" && method === "GET") {
-      const s = target.reloadStats;
-      return json(
-        200,
-        JSON.stringify({
-          waiters: target.changes.size,
-          watchedNodes: target.changes.bucketCount,
-          configReloads: s.reloads,
-          configReloadFailures: s.failures,
-          lastReloadError: s.lastError ?? null,
-          guestAttributes: target.snapshot.guestAttributes,
-        }),
-      );
-    }
-    return jsonError(404, "NOT_FOUND", `no route ${method} ${raw}`);
-  }
-
-  return new Elysia({ name: "control-api" }).all("/emulator/v1/*", ({ request }) => handle(request), { parse: "none" });
+  return (
+    new Elysia({ name: "control-api" })
+      .parser("exactJson", ({ request }) => exactJson(request))
+      .parser("lifecycle", ({ request }) => lifecycleBody(request))
+      // Admission, as for metadata paths.
+      .onBeforeHandle(({ request }) => {
+        const h = request.headers;
+        if (h.get("x-forwarded-for") !== null) return forwarded(pathAndQuery(splitUrl(request.url)));
+        if (h.get("metadata-flavor") !== "Google") return missingFlavor(pathAndQuery(splitUrl(request.url)));
+      })
+      // Google's reference emulator's routes: the body is URL-encoded text.
+      .post(
+        ROUTES.update,
+        async ({ params, request }) => {
+          const path = pathParam(params["*"]);
+          const body = unquotePlus(await request.text());
+          if (!body) return NO_CONTENT();
+          return reference((t) => (path === "" ? referenceReplaceAll(t, body) : referenceSet(t, path, body)));
+        },
+        { parse: "none" },
+      )
+      .delete(ROUTES.update, ({ params }) => {
+        const path = pathParam(params["*"]);
+        return path === "" ? ref(405, "Method Not Allowed") : reference((t) => referenceDelete(t, path));
+      })
+      .all(ROUTES.update, () => ref(405, "Method Not Allowed"))
+      // This server's JSON routes.
+      .get(ROUTES.metadataRoot, () => current(""))
+      .get(ROUTES.metadata, ({ params }) => current(pathParam(params["*"])))
+      .put(
+        ROUTES.metadata,
+        ({ params, body }) => {
+          const path = pathParam(params["*"]);
+          store.editTree((t) => setAt(t, path, body as JsonValue));
+          return current(path);
+        },
+        { parse: "exactJson" },
+      )
+      .patch(
+        ROUTES.metadata,
+        ({ params, body }) => {
+          const path = pathParam(params["*"]);
+          store.editTree((t) => mergeAt(t, path, body as JsonValue));
+          return store.getJson(path) === undefined ? noContent() : current(path);
+        },
+        { parse: "exactJson" },
+      )
+      .delete(ROUTES.metadata, ({ params }) => {
+        const path = pathParam(params["*"]);
+        store.editTree((t) => deleteAt(t, path));
+        return noContent();
+      })
+      .all(ROUTES.metadata, methods("GET, PUT, PATCH or DELETE"))
+      .all(ROUTES.metadataRoot, methods("GET"))
+      .get(ROUTES.config, () => json(200, store.configDocument()))
+      .put(
+        ROUTES.config,
+        ({ body }) => {
+          store.replaceClaims(body);
+          return json(200, store.configDocument());
+        },
+        { parse: "exactJson", body: t.Object({}, { additionalProperties: true }) },
+      )
+      .all(ROUTES.config, methods("GET or PUT"))
+      .get(ROUTES.lifecycle, () => json(200, JSON.stringify(lifecycle.list())))
+      .post(
+        ROUTES.maintenance,
+        ({ body }) =>
+          scheduled(lifecycle.scheduleMaintenance(typeof body === "string" ? parseMaintenanceSpec(body) : maintenanceFrom(body))),
+        { parse: "lifecycle", body: MaintenanceBody },
+      )
+      .post(
+        ROUTES.preemption,
+        ({ body }) => scheduled(lifecycle.schedulePreemption(typeof body === "string" ? parsePreemptionSpec(body) : preemptionFrom(body))),
+        { parse: "lifecycle", body: PreemptionBody },
+      )
+      .delete(ROUTES.lifecycleEvent, ({ params }) => {
+        const event = lifecycle.cancel(params.event);
+        if (!event) throw new RequestError(404, "NOT_FOUND", `no scheduled or ongoing event ${JSON.stringify(params.event)}`);
+        return json(200, JSON.stringify(event));
+      })
+      .get(ROUTES.status, () => {
+        const s = store.reloadStats;
+        return json(
+          200,
+          JSON.stringify({
+            waiters: target.changes.size,
+            watchedNodes: target.changes.bucketCount,
+            configReloads: s.reloads,
+            configReloadFailures: s.failures,
+            lastReloadError: s.lastError ?? null,
+            guestAttributes: store.current.guestAttributes,
+          }),
+        );
+      })
+  );
 }

@@ -8,10 +8,11 @@ import { BASE_HEADERS, GUEST_ATTRIBUTES, TEXT, type Snapshot } from "../metadata
 import type { Tree } from "../metadata/tree.ts";
 import { deleteGuestAttribute, GUEST_NAME, putGuestAttribute } from "../metadata/guest.ts";
 import { badRequest, guestAttributesDisabled, methodNotAllowed } from "./pages.ts";
-import { normalise, type Handled } from "./handler.ts";
+import type { Handled } from "./handler.ts";
+import { normalisePath } from "../metadata/path.ts";
 
 export interface GuestAttributeStore {
-  readonly snapshot: Snapshot;
+  readonly current: Snapshot;
   /** Apply a platform edit and swap in the new snapshot (no swap when the tree is returned unchanged). */
   editTree(fn: (tree: Tree) => Tree): void;
 }
@@ -23,13 +24,13 @@ const BASE = GUEST_ATTRIBUTES.slice(0, -1);
 export function createGuestWrites(store: GuestAttributeStore): (req: Request, rawPath: string) => Handled {
   return (req, rawPath) => {
     // Escapes the server refuses in paths stay as they are, and fail the name check below.
-    const path = normalise(rawPath) ?? rawPath;
+    const path = normalisePath(rawPath) ?? rawPath;
     if (path !== BASE && !path.startsWith(GUEST_ATTRIBUTES)) return undefined;
     const parts = path.slice(GUEST_ATTRIBUTES.length).split("/");
     if (parts.length !== 2 || parts[0] === "" || parts[1] === "") return undefined;
     const method = req.method;
     if (method !== "PUT" && method !== "DELETE") return methodNotAllowed(method, path, "GET, HEAD, PUT, DELETE");
-    if (!store.snapshot.guestAttributes) return guestAttributesDisabled();
+    if (!store.current.guestAttributes) return guestAttributesDisabled();
     const [ns, key] = parts as [string, string];
     for (const [what, name] of [
       ["namespace", ns],
@@ -44,7 +45,7 @@ export function createGuestWrites(store: GuestAttributeStore): (req: Request, ra
     }
     return req.text().then((value) => {
       // The feature may have been switched off while the body arrived.
-      if (!store.snapshot.guestAttributes) return guestAttributesDisabled();
+      if (!store.current.guestAttributes) return guestAttributesDisabled();
       store.editTree((t) => putGuestAttribute(t, ns, key, value));
       return new Response("", OK_INIT);
     });

@@ -16,9 +16,11 @@ import {
 import { CachedToken, type TokenCache } from "../credentials/token-cache.ts";
 import { badRequest, forwarded, guestAttributesDisabled, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
 import { flag, parseQuery, type Params } from "./query.ts";
-import { redact, type Logger } from "../observability/log.ts";
+import { normalisePath, pathAndQuery, splitUrl } from "../metadata/path.ts";
+import { redact, type Logger } from "../log.ts";
 import type { Account } from "../credentials/source.ts";
 import type { MetricsHooks } from "../observability/metrics.ts";
+import type { WaitService } from "../changes/hub.ts";
 
 /** What the handler reads on every request; `snapshot` is swapped whole on reload. */
 export interface ServingState {
@@ -36,23 +38,6 @@ export interface ServingState {
   metrics?: MetricsHooks;
 }
 
-export interface WaitRequest {
-  path: string;
-  recursive: boolean;
-  lastEtag: string | undefined;
-  /** Seconds; undefined waits until a change. */
-  timeoutSec: number | undefined;
-  signal: AbortSignal;
-}
-
-export interface WaitService {
-  /**
-   * Resolves when the node's ETag differs from `lastEtag` (or from the current one), on timeout, or on abort.
-   * Rejects (answered 503) when the service refuses to hold another request.
-   */
-  wait(req: WaitRequest, currentEtag: string): Promise<void>;
-}
-
 /** What the handler needs from the server (Bun's Server) for long requests. */
 export interface ServerHooks {
   timeout?(request: Request, seconds: number): void;
@@ -62,7 +47,6 @@ const TOKEN_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Cont
 const IDENTITY_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": TEXT }) };
 const accessTokenBody = (t: CachedToken): string => t.accessTokenBody();
 const bareToken = (t: CachedToken): string => t.token;
-const FORBIDDEN_IN_PATH = /%(?:21|24|27|28|29|2a|2c|40)/i;
 const DEFAULT_HOST = "metadata.google.internal";
 
 export type Handled = Response | Promise<Response> | undefined;
@@ -169,28 +153,18 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     // Answer with whatever is current now; the node may have gone.
     const snapshot = state.snapshot;
     const now = snapshot.lookup(node.path);
-    if (!(now instanceof MetaNode)) return absent(snapshot, node.path);
+    if (!(now instanceof MetaNode)) return absent(snapshot, node.path, pathAndQuery(splitUrl(req.url)));
     if (now.kind === "disabled") return guestAttributesDisabled();
     const r = choose(now, params, recursive);
     return typeof r === "string" ? badRequest(r) : respond(r);
   }
 
   return function handle(req: Request, server?: ServerHooks): Handled {
-    const url = req.url;
-    // Bun may hand over a request without Host, whose URL is just the path; never call new URL().
-    let p0 = 0;
-    if (url.charCodeAt(0) !== 47) {
-      const scheme = url.indexOf("://");
-      p0 = scheme < 0 ? 0 : url.indexOf("/", scheme + 3);
-      if (p0 < 0) p0 = url.length;
-    }
-    const q = url.indexOf("?", p0);
-    const rawPath = q < 0 ? url.slice(p0) : url.slice(p0, q);
-    const path = rawPath === "" ? "/" : rawPath;
-    const query = q < 0 ? "" : url.slice(q + 1);
+    const u = splitUrl(req.url);
+    const { path, query } = u;
     const headers = req.headers;
 
-    if (headers.get("x-forwarded-for") !== null) return forwarded(q < 0 ? path : `${path}?${query}`);
+    if (headers.get("x-forwarded-for") !== null) return forwarded(pathAndQuery(u));
 
     const method = req.method;
     const readOnly = method === "GET" || method === "HEAD";
@@ -204,22 +178,22 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
 
     if (headers.get("metadata-flavor") !== "Google") {
       const legacy = state.legacyHeader && headers.get("x-google-metadata-request")?.toLowerCase() === "true";
-      if (!legacy) return missingFlavor(q < 0 ? path : `${path}?${query}`);
+      if (!legacy) return missingFlavor(pathAndQuery(u));
     }
     if (!readOnly) return state.writes?.(req, path) ?? methodNotAllowed(method, path, "GET, HEAD");
 
     let entry = snapshot.lookup(path);
     if (entry === undefined) {
-      const normal = normalise(path);
+      const normal = normalisePath(path);
       if (normal !== undefined && normal !== path) entry = snapshot.lookup(normal);
-      if (entry === undefined) return absent(snapshot, normal ?? path, q < 0 ? path : `${path}?${query}`);
+      if (entry === undefined) return absent(snapshot, normal ?? path, pathAndQuery(u));
     }
     if (entry instanceof Redirect) {
       return redirect(entry.target, query, headers.get("host") || DEFAULT_HOST, state.scheme);
     }
     const node = entry;
     if (node.kind === "leaf" || node.kind === "dir") {
-      if (q < 0 || query === "") return respond(node.plain);
+      if (query === "") return respond(node.plain);
       const params = parseQuery(query);
       const recursive = flag(params, "recursive");
       if (flag(params, "wait_for_change")) {
@@ -230,7 +204,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
       return typeof r === "string" ? badRequest(r) : respond(r);
     }
     if (node.kind === "disabled") return guestAttributesDisabled();
-    const params = q < 0 || query === "" ? undefined : parseQuery(query);
+    const params = query === "" ? undefined : parseQuery(query);
     return node.kind === "token" ? token(node, params) : identity(node, params, snapshot);
   };
 }
@@ -239,19 +213,4 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
 function absent(snapshot: Snapshot, path: string, shown = path): Response {
   if (!snapshot.guestAttributes && path.startsWith(GUEST_ATTRIBUTES)) return guestAttributesDisabled();
   return notFound(shown);
-}
-
-/** Collapse `//` and decode percent-escapes; undefined for the escapes the real server rejects in paths. */
-export function normalise(path: string): string | undefined {
-  let p = path;
-  if (p.includes("%")) {
-    if (FORBIDDEN_IN_PATH.test(p)) return undefined;
-    try {
-      p = decodeURIComponent(p);
-    } catch {
-      return undefined;
-    }
-  }
-  if (p.includes("//")) p = p.replace(/\/{2,}/g, "/");
-  return p;
 }

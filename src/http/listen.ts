@@ -185,7 +185,7 @@ export function bindSocket<T>(path: string, mode: number, bind: () => T): T {
   return bound;
 }
 
-export interface ListenOptions {
+export interface ListenTarget {
   hostname: string;
   port: number;
   domainSocket?: string;
@@ -199,7 +199,7 @@ type Fetch = (req: Request, server: Server<unknown>) => Response | Promise<Respo
  * Serve `fetch` on a unix socket, HTTPS with required client certificates, or plain TCP. No SO_REUSEPORT: a second
  * server on a taken port must fail, not share it.
  */
-export async function listen(fetch: Fetch, options: ListenOptions): Promise<Server<unknown>> {
+export async function listen(fetch: Fetch, options: ListenTarget): Promise<Server<unknown>> {
   const { domainSocket } = options;
   if (domainSocket) {
     await prepareSocket(domainSocket);

@@ -9,16 +9,10 @@
  * @example
  * const next = setAt(snapshot.tree, "instance/attributes/foo", "bar");
  */
-import { ConfigError } from "../errors.ts";
-import { isJsonObject, JsonNumber, type JsonObject, type JsonValue, parseJson, stringify } from "../config/json.ts";
+import { ConfigError, EditError } from "../errors.ts";
+import { isJsonObject, JsonNumber, type JsonObject, type JsonValue, parseJson, stringify } from "../json.ts";
 import { buildTree, type Tree, type TreeEntry } from "./tree.ts";
-import { kebab, serviceAccountSchema, v1Schema, type Schema } from "./schema.ts";
-
-/**
- * Codes: `EDIT_NOT_FOUND` (the node or its parent does not exist), `EDIT_FIXED_KEYS` (a key of a fixed-key
- * directory added or removed), `CONFIG_SHAPE` (wrong type or shape), `EDIT_BAD_INDEX` (list position past the end).
- */
-export class EditError extends ConfigError {}
+import { kebab, v1Schema, type Schema } from "./schema.ts";
 
 export interface EditOptions {
   /**
@@ -226,10 +220,20 @@ function guardFixed(t: Target, adding: boolean, options: EditOptions): void {
   }
 }
 
+/** buildTree for an edit: a wrong type is an EditError like every other refused edit. */
+export function buildChecked(value: JsonValue, schema: Schema, at: string): Tree {
+  try {
+    return buildTree(value, schema, at);
+  } catch (e) {
+    if (e instanceof ConfigError && !(e instanceof EditError)) throw new EditError("CONFIG_SHAPE", e.message, { cause: e });
+    throw e;
+  }
+}
+
 /** Place a checked value: build it against the schema, then compare it with what was there. */
 function place(t: Target, value: JsonValue, options: EditOptions): Tree {
   if (t.old === undefined) guardFixed(t, true, options);
-  const neu = buildTree(value, t.schema, t.at);
+  const neu = buildChecked(value, t.schema, t.at);
   if (t.old && !options.platform) checkShape(t.old, neu, t.at, options.strictTemplates);
   return neu;
 }
@@ -277,111 +281,4 @@ export function deleteAt(tree: Tree, path: string, options: EditOptions = {}): T
 /** Replace the node at a path with an already-built tree (platform edits; no checks). */
 export function putTree(tree: Tree, path: string, node: Tree | undefined): Tree {
   return updateAt(tree, splitPath(path), () => node);
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Google's reference emulator's update API (`/emulator/v1/update/…`): bodies in the URL's naming (kebab-case keys),
-// a string for leaves and JSON for directories and lists, shape-checked against a template node.
-
-/** Config naming from path naming: a fixed-key directory's `device-name` becomes `deviceName`. */
-export function fromPathNaming(v: JsonValue, schema: Schema): JsonValue {
-  if (schema.t === "dir" && isJsonObject(v)) {
-    const out: JsonObject = Object.create(null);
-    for (const key of Object.keys(v)) {
-      // A service account's `token` is a node of the reference's data, not of ours.
-      if (schema === serviceAccountSchema && (key === "token" || key === "identity")) continue;
-      const cs = childSchema(schema, key)!;
-      out[cs.jsonKey] = fromPathNaming(v[key]!, cs.schema);
-    }
-    return out;
-  }
-  if (schema.t === "free" && isJsonObject(v)) {
-    const out: JsonObject = Object.create(null);
-    for (const key of Object.keys(v)) out[key] = fromPathNaming(v[key]!, schema.value);
-    return out;
-  }
-  if (schema.t === "list" && Array.isArray(v)) return v.map((x) => fromPathNaming(x, schema.item));
-  return v;
-}
-
-const isDirLike = (t: Tree | undefined): boolean => !!t && t.k !== "scalar";
-
-/** The reference's template for a position: the node itself in a fixed-key directory, else the first child. */
-function templateOf(t: Target): Tree | undefined {
-  const p = t.parent;
-  if (!p) return t.old;
-  if (p.k === "dir") return p.fixed ? t.old : (p.entries[0]?.node ?? t.old);
-  if (p.k === "list") return p.items[0] ?? t.old;
-  return t.old;
-}
-
-const EMPTY_STRING: Tree = { k: "scalar", text: "", json: '""' };
-
-/** The reference's value from a decoded body: JSON when the template is a directory or list, else the string. */
-function referenceValue(body: string, template: Tree, schema: Schema, at: string): JsonValue {
-  if (isDirLike(template)) {
-    try {
-      return fromPathNaming(parseJson(body), schema);
-    } catch (e) {
-      if (e instanceof EditError) throw e;
-      throw new EditError("CONFIG_SHAPE", `${at}: the new value must be JSON (${(e as Error).message})`);
-    }
-  }
-  // A string that reads as an integer becomes one where the template is a number.
-  if (template.k === "scalar" && !template.json.startsWith('"') && /^-?\d+$/.test(body.trim())) return new JsonNumber(body.trim());
-  return body;
-}
-
-/** `POST /emulator/v1/update/<path>`: set the node from a decoded body, as the reference does. */
-export function referenceSet(tree: Tree, path: string, body: string): Tree {
-  const segs = splitPath(path);
-  if (segs.length === 0) return referenceReplaceAll(tree, body);
-  return updateAt(tree, segs, (t) => {
-    if (t.old === undefined && t.parent?.k === "dir" && t.parent.fixed) {
-      throw new EditError("EDIT_FIXED_KEYS", `${t.at}: cannot add a key of a fixed-key directory`);
-    }
-    const template = templateOf(t) ?? EMPTY_STRING;
-    const neu = buildTree(referenceValue(body, template, t.schema, t.at), t.schema, t.at);
-    referenceShape(template, neu, t.at);
-    return neu;
-  });
-}
-
-/** `DELETE /emulator/v1/update/<path>`. */
-export function referenceDelete(tree: Tree, path: string): Tree {
-  return updateAt(tree, splitPath(path), (t) => {
-    if (t.parent?.k === "dir" && t.parent.fixed) {
-      throw new EditError("EDIT_FIXED_KEYS", `${t.at}: cannot remove a key of a fixed-key directory`);
-    }
-    if (!t.old) throw new EditError("CONFIG_SHAPE", `${t.at}: no such key or position`);
-    return undefined;
-  });
-}
-
-/** `POST /emulator/v1/update/`: the whole v1 tree in path naming, checked against the current shape. */
-export function referenceReplaceAll(tree: Tree, body: string): Tree {
-  let v: JsonValue;
-  try {
-    v = fromPathNaming(parseJson(body), v1Schema);
-  } catch (e) {
-    throw new EditError("CONFIG_SHAPE", `(root): the new tree must be JSON (${(e as Error).message})`);
-  }
-  // Nodes this server adds by itself (universe/, oslogin/) carry over when the new tree lacks them.
-  if (isJsonObject(v) && tree.k === "dir") {
-    for (const e of tree.entries)
-      if ((e.name === "universe" || e.name === "oslogin") && v[e.jsonKey] === undefined) v[e.jsonKey] = treeToValue(e.node);
-  }
-  const neu = buildTree(v, v1Schema, "(root)");
-  referenceShape(tree, neu, "(root)");
-  return neu;
-}
-
-/** The reference answers every shape mismatch of the new value, key sets included, as a format error. */
-function referenceShape(template: Tree, neu: Tree, at: string): void {
-  try {
-    checkShape(template, neu, at, true);
-  } catch (e) {
-    if (e instanceof EditError && e.code === "EDIT_FIXED_KEYS") throw new EditError("CONFIG_SHAPE", e.message, { cause: e });
-    throw e;
-  }
 }

@@ -2,7 +2,7 @@
  * A snapshot is the metadata tree compiled for serving: every addressable path maps to a node that already holds
  * its listing or value, its JSON, and their ETags. A request is one map lookup; a reload builds a new snapshot.
  */
-import type { Account, InstanceIdentity } from "../credentials/source.ts";
+import type { Account, InstanceIdentity } from "./identity.ts";
 import type { Tree, TreeEntry } from "./tree.ts";
 import { etagOf } from "./etag.ts";
 

@@ -3,7 +3,7 @@
  * path names, JSON keys and renderings. Snapshots compile from it; the control API edits it.
  */
 import { ConfigError } from "../errors.ts";
-import { isJsonObject, JsonNumber, type JsonValue, stringify } from "../config/json.ts";
+import { isJsonObject, JsonNumber, type JsonValue, stringify } from "../json.ts";
 import { kebab, snake, type Schema } from "./schema.ts";
 
 export type Tree =

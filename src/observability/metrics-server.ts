@@ -8,7 +8,9 @@
  * // curl http://127.0.0.1:9000/metrics ; curl http://127.0.0.1:9000/readyz
  */
 import type { Server } from "bun";
-import { ListenError } from "../errors.ts";
+import { ListenError, UsageError } from "../errors.ts";
+import { parsePort } from "../address.ts";
+import { splitUrl } from "../metadata/path.ts";
 import type { Metrics } from "./metrics.ts";
 
 export interface MetricsListenOptions {
@@ -22,21 +24,14 @@ export interface MetricsListenOptions {
 
 const TEXT = { "Content-Type": "text/plain; charset=utf-8" };
 
-function port(p: number | string | undefined): number {
-  if (p === undefined) return 9000;
-  const n = typeof p === "number" ? p : Number(p.startsWith(":") ? p.slice(1) : p);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new RangeError(`invalid metrics port ${JSON.stringify(p)}: use 9000 or 0`);
-  return n;
-}
-
 /**
  * Start the listener. `notReady` returns why the server is not ready, or undefined when it is.
  */
 export function serveMetrics(metrics: Metrics, options: MetricsListenOptions, notReady: () => string | undefined): Server<unknown> {
   const hostname = options.bindInterface || "127.0.0.1";
-  const p = port(options.port);
+  const p = options.port === undefined ? 9000 : parsePort(options.port, "metrics port");
   const path = options.path || "/metrics";
-  if (!path.startsWith("/")) throw new RangeError(`invalid metrics path ${JSON.stringify(path)}: it must start with /`);
+  if (!path.startsWith("/")) throw new UsageError("USAGE", `invalid metrics path ${JSON.stringify(path)}: it must start with /`);
   try {
     return Bun.serve({
       hostname,
@@ -44,10 +39,7 @@ export function serveMetrics(metrics: Metrics, options: MetricsListenOptions, no
       reusePort: false,
       development: false,
       async fetch(req) {
-        const url = req.url;
-        const start = url.indexOf("/", url.indexOf("://") + 3);
-        const q = url.indexOf("?", start);
-        const reqPath = start < 0 ? "/" : q < 0 ? url.slice(start) : url.slice(start, q);
+        const reqPath = splitUrl(req.url).path;
         if (req.method !== "GET" && req.method !== "HEAD")
           return new Response("method not allowed\n", { status: 405, headers: { ...TEXT, Allow: "GET, HEAD" } });
         if (reqPath === path) return new Response(await metrics.text(), { headers: { "Content-Type": metrics.contentType } });

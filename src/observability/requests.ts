@@ -9,8 +9,8 @@
  */
 import type { Entry, Snapshot } from "../metadata/snapshot.ts";
 import { entryTemplate } from "../metadata/template.ts";
-import { normalise } from "../http/handler.ts";
-import type { Logger } from "./log.ts";
+import { normalisePath, splitUrl } from "../metadata/path.ts";
+import type { Logger } from "../log.ts";
 import { OTHER_ROUTE, type Metrics, type RouteInstruments } from "./metrics.ts";
 
 /** A listener's fetch handler; the second argument (Bun's server) is passed through untouched. */
@@ -22,28 +22,13 @@ export interface InstrumentOptions {
   metrics?: Metrics;
   /** Logs one line per request when it is enabled for debug. */
   log?: Logger;
-  /** Exact paths served beside the metadata tree (OpenID discovery, JWKS); anything else unknown is `{other}`. */
-  routes?: readonly string[];
-  /** Path prefixes served beside the tree and their template (`/emulator/v1/metadata/` → `…/metadata/{path}`). */
-  prefixes?: ReadonlyArray<readonly [prefix: string, template: string]>;
+  /** The label of a path served beside the metadata tree (http/routes.ts), or undefined: `{other}`. */
+  routeBeside?: (path: string) => string | undefined;
 }
 
 interface Route {
   template: string;
   instruments: RouteInstruments | undefined;
-}
-
-/** Same path split as the metadata handler: never `new URL()` on the hot path. */
-function pathOf(url: string): string {
-  let p0 = 0;
-  if (url.charCodeAt(0) !== 47) {
-    const scheme = url.indexOf("://");
-    p0 = scheme < 0 ? 0 : url.indexOf("/", scheme + 3);
-    if (p0 < 0) return "/";
-  }
-  const q = url.indexOf("?", p0);
-  const path = q < 0 ? url.slice(p0) : url.slice(p0, q);
-  return path === "" ? "/" : path;
 }
 
 const MAX_LOGGED_PATH = 256;
@@ -64,20 +49,17 @@ export function instrument<S>(fetch: Fetch<S>, options: InstrumentOptions): Fetc
     }
     return r;
   };
-  const fixed = new Map<string, Route>();
-  for (const p of options.routes ?? []) fixed.set(p, route(p));
+  const beside = options.routeBeside ?? (() => undefined);
   const other = route(OTHER_ROUTE);
-  const prefixes = (options.prefixes ?? []).map(([p, t]) => [p, route(t)] as const);
 
   function resolve(path: string): Route {
     const snapshot = options.snapshot();
     let entry = snapshot.lookup(path);
     if (entry === undefined) {
-      const f = fixed.get(path);
-      if (f !== undefined) return f;
-      for (const [p, r] of prefixes) if (path.startsWith(p)) return r;
+      const label = beside(path);
+      if (label !== undefined) return route(label);
       // Paths the handler also serves after normalising (`//`, percent-escapes); rare, so only on a miss.
-      const n = path.startsWith("/computeMetadata") ? normalise(path) : undefined;
+      const n = path.startsWith("/computeMetadata") ? normalisePath(path) : undefined;
       entry = n !== undefined && n !== path ? snapshot.lookup(n) : undefined;
       if (entry === undefined) return other;
     }
@@ -109,7 +91,7 @@ export function instrument<S>(fetch: Fetch<S>, options: InstrumentOptions): Fetc
 
   function done(req: Request, res: Response, t0: number): Response {
     const ms = performance.now() - t0;
-    const path = pathOf(req.url);
+    const path = splitUrl(req.url).path;
     const r = resolve(path);
     r.instruments?.record(res.status, ms / 1000);
     if (log) logLine(req, path, r, res, ms);

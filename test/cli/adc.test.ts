@@ -242,7 +242,7 @@ test("-iamURL without -impersonate or -federate, and -tokenURL without -tpm or -
   const s = await serve(["-iamURL", "http://127.0.0.1:1", "-tokenURL", "http://127.0.0.1:1/token"]);
   try {
     expect(s.log()).toContain("-iamURL is ignored without -impersonate or -federate");
-    expect(s.log()).toContain("-tokenURL ignored: it applies only with -tpm (-tokenURL also with -impersonate)");
+    expect(s.log()).toContain("-tokenURL is ignored without -tpm or -impersonate");
   } finally {
     await s.stop();
   }

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { GoogleAuth } from "google-auth-library";
 import { createRemoteJWKSet, jwtVerify } from "jose";
 import { findAdcFile, readAdcFile, type AdcFile } from "../../src/credentials/adc.ts";
+import { readEnvironment } from "../../src/environment.ts";
 import { ImpersonatedSource } from "../../src/credentials/impersonated.ts";
 import { CredentialError } from "../../src/errors.ts";
 import { DEFAULT_CONFIG_TEXT } from "../../src/index.ts";
@@ -292,15 +293,18 @@ describe("ADC file search, as google-auth-library does it", () => {
     mkdirSync(sdk, { recursive: true });
     const wellKnown = join(home, ".config", "gcloud", "application_default_credentials.json");
     writeFileSync(wellKnown, "{}");
-    expect(findAdcFile({ GOOGLE_APPLICATION_CREDENTIALS: "/nowhere.json", HOME: home })).toEqual({ path: "/nowhere.json", fromEnv: true });
-    expect(findAdcFile({ HOME: home })).toEqual({ path: wellKnown, fromEnv: false });
-    expect(findAdcFile({ HOME: home, CLOUDSDK_CONFIG: sdk })).toBeUndefined();
+    expect(findAdcFile(readEnvironment({ GOOGLE_APPLICATION_CREDENTIALS: "/nowhere.json", HOME: home }))).toEqual({
+      path: "/nowhere.json",
+      fromEnv: true,
+    });
+    expect(findAdcFile(readEnvironment({ HOME: home }))).toEqual({ path: wellKnown, fromEnv: false });
+    expect(findAdcFile(readEnvironment({ HOME: home, CLOUDSDK_CONFIG: sdk }))).toBeUndefined();
     writeFileSync(join(sdk, "application_default_credentials.json"), "{}");
-    expect(findAdcFile({ HOME: home, CLOUDSDK_CONFIG: sdk })).toEqual({
+    expect(findAdcFile(readEnvironment({ HOME: home, CLOUDSDK_CONFIG: sdk }))).toEqual({
       path: join(sdk, "application_default_credentials.json"),
       fromEnv: false,
     });
-    expect(findAdcFile({})).toBeUndefined();
+    expect(findAdcFile(readEnvironment({}))).toBeUndefined();
   });
 });
 

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MetadataServer, type MetadataServerOptions } from "../../src/index.ts";
-import { createLogger, type Logger } from "../../src/observability/log.ts";
+import { createLogger, type Logger } from "../../src/log.ts";
 
 export const V1 = "/computeMetadata/v1/";
 export const FLAVOR = { "Metadata-Flavor": "Google" };

@@ -1,6 +1,7 @@
 /** Simulated maintenance and preemption, each transition seen by an app holding a wait_for_change request. */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { parseDuration, parseMaintenanceSpec, parsePreemptionSpec } from "../../src/changes/lifecycle.ts";
+import { parseDuration } from "../../src/duration.ts";
+import { parseMaintenanceSpec, parsePreemptionSpec } from "../../src/events/lifecycle.ts";
 import { UsageError } from "../../src/errors.ts";
 import { read, start, until, V1, type Started } from "./helpers.ts";
 

@@ -1,14 +1,15 @@
 /** Config parsing and checking: exact numbers, precise error locations, env overrides, naming rules. */
 import { describe, expect, test } from "bun:test";
-import { type JsonNumber, parseJson, stringify } from "../../src/config/json.ts";
+import { type JsonNumber, parseJson, stringify } from "../../src/json.ts";
 import { claimsFromDocument, parseConfigText } from "../../src/config/claims.ts";
+import { readEnvironment } from "../../src/environment.ts";
 import { Snapshot, type MetaNode } from "../../src/metadata/snapshot.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { DEFAULT_CONFIG_TEXT } from "../../src/index.ts";
 
 const base = () => parseConfigText(DEFAULT_CONFIG_TEXT) as Record<string, any>;
 const v1 = (extra: Record<string, unknown>) => ({ computeMetadata: { v1: extra } });
-const snap = (doc: object, env: Record<string, string> = {}) => new Snapshot(claimsFromDocument(doc, { env }));
+const snap = (doc: object, env: Record<string, string> = {}) => new Snapshot(claimsFromDocument(doc, { overrides: readEnvironment(env) }));
 const body = (s: Snapshot, path: string) => (s.lookup(`/computeMetadata/v1/${path}`) as MetaNode).plain.body;
 
 function configError(f: () => unknown): ConfigError {

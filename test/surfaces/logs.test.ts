@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
-import { createLogger, levelForVerbosity } from "../../src/observability/log.ts";
+import { createLogger, levelForVerbosity } from "../../src/log.ts";
 import { makeServiceAccountKey, startFakeGoogle, type FakeGoogle, type ServiceAccountKey } from "../fakes/google.ts";
 import { listeningUrl, metricsUrl, runCli, type CliProcess } from "../helpers/cli.ts";
 

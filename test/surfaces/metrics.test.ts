@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_CONFIG_TEXT, MetadataServer, type CredentialSource } from "../../src/index.ts";
 import { parseConfigText } from "../../src/config/claims.ts";
-import { createLogger } from "../../src/observability/log.ts";
+import { createLogger } from "../../src/log.ts";
 import { instrument } from "../../src/observability/requests.ts";
 import { VERSION } from "../../src/version.ts";
 import { checkHistogram, parsePrometheusText, sampleValue, type Family } from "./prom-text.ts";

@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
 import { signJwt } from "../../src/credentials/jwt.ts";
-import { CLOUD_PLATFORM_SCOPE, TpmSource, type TpmSourceOptions } from "../../src/credentials/tpm.ts";
+import { CLOUD_PLATFORM_SCOPE } from "../../src/credentials/google.ts";
+import { TpmSource, type TpmSourceOptions } from "../../src/credentials/tpm.ts";
 import { DEFAULT_CONFIG_TEXT } from "../../src/index.ts";
 import { openTpmSigner, type TpmOptions, type TpmSigner } from "../../src/tpm/signer.ts";
 import { startFakeGoogle, type FakeGoogle } from "../fakes/google.ts";

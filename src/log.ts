@@ -73,5 +73,35 @@ export function levelForVerbosity(v: number): Level {
   return v >= 2 ? "trace" : v >= 1 ? "debug" : "info";
 }
 
+/** What a library user may pass as a logger: at least `error`, `warn` and `info`; the rest is optional. */
+export type LoggerLike = Pick<Logger, "error" | "warn" | "info"> & Partial<Logger>;
+
+/**
+ * A full Logger from a minimal one (`console` works): missing levels are dropped, and `enabled` follows what is
+ * there, so per-request lines (debug) are made only for a logger that takes them.
+ */
+export function asLogger(l: LoggerLike): Logger {
+  if (typeof l.enabled === "function" && l.debug && l.trace && l.level) return l as Logger;
+  const drop = () => {};
+  // The user's sink gets what ours would write: nothing that looks like a credential.
+  const clean = (f?: Record<string, unknown>) =>
+    f &&
+    Object.fromEntries(
+      Object.entries(f).map(([k, v]) => [k, typeof v === "string" ? redact(v) : v instanceof Error ? redact(v.message) : v]),
+    );
+  const to = (sink: (m: string, f?: Record<string, unknown>) => void) => (m: string, f?: Record<string, unknown>) =>
+    sink(redact(m), clean(f));
+  const logger: Logger = {
+    level: l.level ?? (l.debug ? "debug" : "info"),
+    enabled: l.enabled ? (level) => l.enabled!(level) : (level) => RANK[level] <= RANK[logger.level],
+    error: to((m, f) => l.error(m, f)),
+    warn: to((m, f) => l.warn(m, f)),
+    info: to((m, f) => l.info(m, f)),
+    debug: l.debug ? to((m, f) => l.debug!(m, f)) : drop,
+    trace: l.trace ? to((m, f) => l.trace!(m, f)) : drop,
+  };
+  return logger;
+}
+
 /** A logger that drops everything (library default, so embedding tests stay quiet). */
 export const silentLogger: Logger = createLogger("error", () => {});

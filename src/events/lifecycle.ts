@@ -15,11 +15,12 @@
  * const lc = new Lifecycle(host);
  * lc.scheduleMaintenance(parseMaintenanceSpec("in=30s,type=MIGRATE,duration=60s"));
  */
+import { parseDuration } from "../duration.ts";
 import { UsageError } from "../errors.ts";
-import { fromPlain, type JsonValue } from "../config/json.ts";
+import { fromPlain, type JsonValue } from "../json.ts";
 import type { Tree } from "../metadata/tree.ts";
 import { nodeAt, putTree, setAt, treeToValue } from "../metadata/edit.ts";
-import type { Logger } from "../observability/log.ts";
+import type { Logger } from "../log.ts";
 
 export type MaintenanceType = "MIGRATE" | "TERMINATE";
 
@@ -54,24 +55,6 @@ export interface LifecycleHost {
   /** Apply a platform edit and swap in the new snapshot. */
   edit(fn: (tree: Tree) => Tree): void;
   log: Logger;
-}
-
-/** Go's time.ParseDuration subset: `300ms`, `30s`, `2m`, `1h30m`, `1.5h`; a bare number is seconds. */
-export function parseDuration(s: string): number {
-  const text = s.trim();
-  if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
-  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-  let total = 0;
-  let rest = text;
-  const part = /^(\d+(?:\.\d+)?)(ms|s|m|h)/;
-  if (rest === "") throw new UsageError("USAGE", `invalid duration ${JSON.stringify(s)}: use 30s, 2m, 1h30m or 500ms`);
-  while (rest !== "") {
-    const m = part.exec(rest);
-    if (!m) throw new UsageError("USAGE", `invalid duration ${JSON.stringify(s)}: use 30s, 2m, 1h30m or 500ms`);
-    total += Number(m[1]) * unit[m[2]!]!;
-    rest = rest.slice(m[0].length);
-  }
-  return Math.round(total);
 }
 
 function parseTime(s: string): Date {
