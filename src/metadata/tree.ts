@@ -145,7 +145,3 @@ export function buildTree(v: JsonValue, schema: Schema, at: string): Tree {
     }
   }
 }
-
-export function findEntry(dir: Tree, name: string): TreeEntry | undefined {
-  return dir.k === "dir" ? dir.entries.find((e) => e.name === name) : undefined;
-}
