@@ -240,7 +240,7 @@ export function choosePolicy(i: PolicyInputs): { kind: "auth" } | { kind: "polic
     );
   }
   const tried = shapes.filter((s) => allowed(s, have)).map((s) => `${s.label} with ${opts(s.needs)} = ${short(s.digest)}`);
-  const triedText = tried.length ? `tried ${tried.join("; ")}` : "no pcrs, keyPass or useEKParent was given to choose one";
+  const triedText = tried.length ? `tried ${tried.join("; ")}` : "none was tried: pcrs or keyPass chooses one";
   if (i.pcrs) {
     const list = i.pcrs.list.join(",");
     throw new TpmError(
