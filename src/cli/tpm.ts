@@ -102,9 +102,13 @@ function tokenUrl(flags: Flags): string {
   return text;
 }
 
-/** Open the TPM key and make the source for `email` (the config's default account). Throws TpmError/UsageError. */
-export async function openTpmSource(flags: Flags, email: string, log: Logger): Promise<TpmSource> {
-  const opts = tpmOptions(flags, log);
+/**
+ * Open the TPM key and make the source for `email` (the config's default account). Throws TpmError/UsageError.
+ * `timeoutMs` is the deadline of each TPM call and of each token-endpoint exchange.
+ */
+export async function openTpmSource(flags: Flags, email: string, log: Logger, options: { timeoutMs?: number } = {}): Promise<TpmSource> {
+  const timeout = options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {};
+  const opts = { ...tpmOptions(flags, log), ...timeout };
   const url = tokenUrl(flags);
   const { openTpmSigner } = await import("../tpm/signer.ts");
   const signer = await openTpmSigner(opts);
@@ -116,5 +120,5 @@ export async function openTpmSource(flags: Flags, email: string, log: Logger): P
     tokens: flags.useOauthToken ? "oauth2 jwt-bearer exchange" : "self-signed JWT access tokens",
     ...(flags.useOauthToken || url !== GOOGLE_TOKEN_URL ? { tokenURL: url } : {}),
   });
-  return new TpmSource({ signer, email, tokenUrl: url, useOauthToken: flags.useOauthToken });
+  return new TpmSource({ signer, email, tokenUrl: url, useOauthToken: flags.useOauthToken, ...timeout });
 }
