@@ -18,7 +18,7 @@ const { u8, u16, u32, i32, u64, ptr, cstring, void: none } = FFIType;
  * Shared libraries opened at run time, with the Debian 12 package that ships each. The TCTI loader then opens
  * libtss2-tcti-device.so.0 (libtss2-tcti-device0) for /dev/tpm* or libtss2-tcti-swtpm.so.0 (libtss2-tcti-swtpm0).
  */
-export const RUNTIME_LIBRARIES = {
+const RUNTIME_LIBRARIES = {
   "libtss2-esys.so.0": "libtss2-esys-3.0.2-0",
   "libtss2-tctildr.so.0": "libtss2-tctildr0",
   "libtss2-mu.so.0": "libtss2-mu0",
@@ -212,7 +212,6 @@ function cString(s: string): Buffer {
 export const ESYS_TR_NONE = 0xfff;
 export const ESYS_TR_PASSWORD = 0x0ff;
 export const ESYS_TR_RH_OWNER = 0x101;
-export const ESYS_TR_RH_NULL = 0x107;
 export const ESYS_TR_RH_ENDORSEMENT = 0x10b;
 
 export const TPMA_SESSION_CONTINUESESSION = 0x01;

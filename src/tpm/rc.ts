@@ -155,9 +155,9 @@ const LAYERS: Record<number, string> = {
   12: "RESMGR_TPM",
 };
 
-export const LAYER_TPM = 0;
-export const LAYER_TCTI = 10;
-export const LAYER_RESMGR_TPM = 12;
+const LAYER_TPM = 0;
+const LAYER_TCTI = 10;
+const LAYER_RESMGR_TPM = 12;
 
 export interface DecodedRc {
   rc: number;

@@ -56,7 +56,7 @@ export interface TpmSigner {
   close(): void;
 }
 
-export const DEFAULT_TPM_TIMEOUT_MS = 10_000;
+const DEFAULT_TPM_TIMEOUT_MS = 10_000;
 /** How long close() waits for the worker to flush and finalize before leaving it to finish alone. */
 const CLOSE_WAIT_MS = 2_000;
 

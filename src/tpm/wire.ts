@@ -12,10 +12,9 @@ export const TPM2_ALG_NULL = 0x0010;
 export const TPM2_ALG_ECC = 0x0023;
 export const TPM2_ALG_CFB = 0x0043;
 export const TPM2_ECC_NIST_P256 = 0x0003;
-export const TPM2_ST_HASHCHECK = 0x8024;
+const TPM2_ST_HASHCHECK = 0x8024;
 export const TPM2_RH_OWNER = 0x40000001;
-export const TPM2_RH_NULL = 0x40000007;
-export const TPM2_RH_ENDORSEMENT = 0x4000000b;
+const TPM2_RH_NULL = 0x40000007;
 
 /** Command codes that policy digests are extended with (TPM 2.0 Part 3, section 23). */
 export const TPM2_CC_POLICY_AUTHVALUE = 0x0000016b;
