@@ -3,7 +3,8 @@ import { MetadataError } from "../errors.ts";
 /**
  * The TPM could not do what the signer needed. `code` is stable ("TPM_UNAVAILABLE", "TPM_NO_OBJECT",
  * "TPM_AUTH_FAILED", "TPM_POLICY_FAILED", "TPM_EK_MISMATCH", "TPM_BAD_KEYFILE", "TPM_BAD_KEY", "TPM_LOCKOUT",
- * "TPM_CLOSED", "TPM_ERROR"); `rc` and `rcName` carry the TSS2 response code when the TPM or the TSS gave one.
+ * "TPM_TIMEOUT" (the TPM did not answer within the deadline), "TPM_CLOSED", "TPM_ERROR"); `rc` and `rcName` carry
+ * the TSS2 response code when the TPM or the TSS gave one.
  */
 export class TpmError extends MetadataError {
   /** The raw TSS2_RC, when one caused this error. */
