@@ -15,7 +15,7 @@ import { type GeneratedKey, Tpm2Tools } from "../helpers/tpm2-tools.ts";
 
 const EMAIL = "123456789012-compute@developer.gserviceaccount.com"; // the bundled config's default account
 const HANDLE = 0x81008001;
-const DEADLINE_MS = 2000;
+const DEADLINE_MS = 3000;
 const TOKEN = "/computeMetadata/v1/instance/service-accounts/default/token";
 const LEAF = "/computeMetadata/v1/project/project-id";
 const scope = (n: number) => `?scopes=https://www.googleapis.com/auth/scope-${n}`; // a new scope set needs a signature
@@ -92,7 +92,7 @@ describe("a stalled TPM behind a running MetadataServer", () => {
       expect(failed.status).toBe(500);
       expect(failed.text.trim().split("\n")).toHaveLength(1);
       expect(failed.text).toContain(
-        `Failed to obtain an access token for ${EMAIL}: the TPM at "${tpm.path}" did not answer: timeout after 2s signing with the key at 0x81008001`,
+        `Failed to obtain an access token for ${EMAIL}: the TPM at "${tpm.path}" did not answer: timeout after 3s signing with the key at 0x81008001`,
       );
       expect(failed.ms).toBeGreaterThanOrEqual(DEADLINE_MS - 50);
       expect(failed.ms).toBeLessThan(DEADLINE_MS + 1000);
@@ -101,7 +101,7 @@ describe("a stalled TPM behind a running MetadataServer", () => {
       const t1 = performance.now();
       const second = await s.get(TOKEN + scope(2));
       expect(second.status).toBe(500);
-      expect(await second.text()).toContain("timeout after 2s waiting for the TPM to reopen the key at 0x81008001");
+      expect(await second.text()).toContain("timeout after 3s waiting for the TPM to reopen the key at 0x81008001");
       expect(performance.now() - t1).toBeLessThan(DEADLINE_MS + 1000);
     } finally {
       tpm.resume();
@@ -133,8 +133,17 @@ describe("the signer alone", () => {
       expect(e2.code).toBe("TPM_TIMEOUT");
       expect(e2.message).toContain(`timeout after 1s waiting for the TPM to reopen the key in ${keyfile}`);
       tpm.resume();
+      // The key is reopened as soon as the TPM answers; on a loaded machine that can take longer than this test's
+      // short deadline, so a call may still time out while it waits for the reopen.
       const data = new TextEncoder().encode("after the stall");
-      expect(verify("sha256", data, key.publicKey, await signer.sign(data))).toBe(true);
+      let sig: Uint8Array | undefined;
+      for (let i = 0; i < 5 && !sig; i++) {
+        sig = await signer.sign(data).catch((e: TpmError) => {
+          expect(e.message).toContain("waiting for the TPM to reopen");
+          return undefined;
+        });
+      }
+      expect(verify("sha256", data, key.publicKey, sig!)).toBe(true);
       // The stalled thread flushed its copy of the key once the TPM answered: one key is loaded, the reopened one.
       await eventually(() => tools.transientHandles().length === 1, 5000);
     } finally {
