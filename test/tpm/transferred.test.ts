@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { verify } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jwtVerify } from "jose";
@@ -93,6 +93,14 @@ describe("signing with the Go emulator's flags", () => {
     ["transferred password key, persistent: -useEKParent -keyPass", { persistentHandle: PW_HANDLE, useEKParent: true, keyPass: "bar" }],
     ["transferred PCR key file: -useEKParent -pcrs 23", { keyfile: "pcr", useEKParent: true, pcrs: [23] }],
     ["transferred PCR key, persistent: -useEKParent -pcrs 23", { persistentHandle: PCR_HANDLE, useEKParent: true, pcrs: [23] }],
+    [
+      "transferred password key with -tpm-session-encrypt-with-name (EK-salted sessions)",
+      { keyfile: "pw", useEKParent: true, keyPass: "bar", sessionEncryptWithName: "ek" },
+    ],
+    [
+      "transferred PCR key with -tpm-session-encrypt-with-name",
+      { keyfile: "pcr", useEKParent: true, pcrs: [23], sessionEncryptWithName: "ek" },
+    ],
     ["PCR-only key: -pcrs 23 -keyPass (the password is not part of its policy)", { keyfile: "pcr-only", pcrs: [23], keyPass: "pass1" }],
     ["PCR-only key: -pcrs 23", { keyfile: "pcr-only", pcrs: [23] }],
     ["PCR plus password key: -pcrs 23 -keyPass", { keyfile: "pcr-pw", pcrs: [23], keyPass: "pin-1234" }],
@@ -102,7 +110,13 @@ describe("signing with the Go emulator's flags", () => {
   for (const [name, opts] of cases) {
     test(`${name}: the signature verifies with the key's public half`, async () => {
       restorePcr23();
-      const signer = await openTpmSigner({ ...opts, ...(opts.keyfile ? { keyfile: file(opts.keyfile) } : {}), path: tpmB.path });
+      const ekName = readFileSync(b.path("pw-ek.name")).toString("hex");
+      const signer = await openTpmSigner({
+        ...opts,
+        ...(opts.keyfile ? { keyfile: file(opts.keyfile) } : {}),
+        ...(opts.sessionEncryptWithName ? { sessionEncryptWithName: ekName } : {}),
+        path: tpmB.path,
+      });
       try {
         const data = new TextEncoder().encode(`${name} ${Math.random()}`);
         const sig = await signer.sign(data);
