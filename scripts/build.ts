@@ -82,7 +82,8 @@ export async function compile(o: CompileOptions): Promise<string> {
     ...(o.bytecode === false ? [] : ["--bytecode"]),
     ...(o.target ? [`--target=${o.target}`] : []),
     ...Object.entries(o.defines ?? {}).flatMap(([k, v]) => ["--define", `${k}=${JSON.stringify(v)}`]),
-    o.entry ?? join(ROOT, "src/cli.ts"),
+    // The TPM worker is an entry point of its own: a compiled executable finds a Worker's code only there.
+    ...(o.entry ? [o.entry] : [join(ROOT, "src/cli.ts"), join(ROOT, "src/tpm/worker.ts")]),
     "--outfile",
     o.outfile,
   ];

@@ -132,7 +132,9 @@ export async function openSource(spec: CredentialSpec, ctx: OpenContext): Promis
         tokens: spec.useOauthToken ? "oauth2 jwt-bearer exchange" : "self-signed JWT access tokens",
         ...(spec.useOauthToken || tokenUrl !== GOOGLE_TOKEN_URL ? { tokenURL: tokenUrl } : {}),
       });
-      return { source: new TpmSource({ signer, email, tokenUrl, useOauthToken: spec.useOauthToken ?? false }), notes };
+      // One deadline for each TPM call and each token-endpoint exchange.
+      const timeout = opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {};
+      return { source: new TpmSource({ signer, email, tokenUrl, useOauthToken: spec.useOauthToken ?? false, ...timeout }), notes };
     }
   }
 }

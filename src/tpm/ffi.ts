@@ -18,7 +18,7 @@ const { u8, u16, u32, i32, u64, ptr, cstring, void: none } = FFIType;
  * Shared libraries opened at run time, with the Debian 12 package that ships each. The TCTI loader then opens
  * libtss2-tcti-device.so.0 (libtss2-tcti-device0) for /dev/tpm* or libtss2-tcti-swtpm.so.0 (libtss2-tcti-swtpm0).
  */
-export const RUNTIME_LIBRARIES = {
+const RUNTIME_LIBRARIES = {
   "libtss2-esys.so.0": "libtss2-esys-3.0.2-0",
   "libtss2-tctildr.so.0": "libtss2-tctildr0",
   "libtss2-mu.so.0": "libtss2-mu0",
@@ -45,6 +45,8 @@ const esysSymbols = {
   Esys_PolicyPCR: { args: [ptr, u32, u32, u32, u32, ptr, ptr], returns: u32 },
   Esys_PolicyAuthValue: { args: [ptr, u32, u32, u32, u32], returns: u32 },
   Esys_PolicyRestart: { args: [ptr, u32, u32, u32, u32], returns: u32 },
+  Esys_PolicyOR: { args: [ptr, u32, u32, u32, u32, ptr], returns: u32 },
+  Esys_PCR_Read: { args: [ptr, u32, u32, u32, ptr, ptr, ptr, ptr], returns: u32 },
   Esys_PolicySecret: { args: [ptr, u32, u32, u32, u32, u32, ptr, ptr, ptr, i32, ptr, ptr], returns: u32 },
   Esys_Sign: { args: [ptr, u32, u32, u32, u32, ptr, ptr, ptr, ptr], returns: u32 },
   Esys_FlushContext: { args: [ptr, u32], returns: u32 },
@@ -73,6 +75,7 @@ const MU_TYPES = [
   "TPMT_SIG_SCHEME",
   "TPMT_TK_HASHCHECK",
   "TPMT_SIGNATURE",
+  "TPML_DIGEST",
 ] as const;
 export type MuType = (typeof MU_TYPES)[number];
 
@@ -209,7 +212,6 @@ function cString(s: string): Buffer {
 export const ESYS_TR_NONE = 0xfff;
 export const ESYS_TR_PASSWORD = 0x0ff;
 export const ESYS_TR_RH_OWNER = 0x101;
-export const ESYS_TR_RH_NULL = 0x107;
 export const ESYS_TR_RH_ENDORSEMENT = 0x10b;
 
 export const TPMA_SESSION_CONTINUESESSION = 0x01;
@@ -377,6 +379,29 @@ export class EsysContext {
    */
   policyAuthValue(session: number): void {
     check("Esys_PolicyAuthValue", tss().esys.Esys_PolicyAuthValue(this.c, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE));
+  }
+
+  /** TPM2_PolicyOR; `hashList` is a TPML_DIGEST (wire) of the branches, one of which the session's digest is. */
+  policyOr(session: number, hashList: Uint8Array): void {
+    const listC = toC("TPML_DIGEST", hashList);
+    check("Esys_PolicyOR", tss().esys.Esys_PolicyOR(this.c, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, listC));
+  }
+
+  /**
+   * TPM2_PCR_Read of a TPML_PCR_SELECTION (wire). The TPM answers at most eight PCRs per call: it returns the
+   * selection it did read and their values (TPML_PCR_SELECTION and TPML_DIGEST, wire).
+   */
+  pcrRead(selection: Uint8Array): { selection: Uint8Array; values: Uint8Array } {
+    const selC = toC("TPML_PCR_SELECTION", selection);
+    const counter = new Uint32Array(1);
+    const selOut = new BigUint64Array(1);
+    const values = new BigUint64Array(1);
+    const rc = tss().esys.Esys_PCR_Read(this.c, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, selC, counter, selOut, values);
+    if (rc !== 0) {
+      release(selOut, values);
+      throw new TssCallError("Esys_PCR_Read", rc >>> 0);
+    }
+    return { selection: take("TPML_PCR_SELECTION", selOut), values: take("TPML_DIGEST", values) };
   }
 
   /** TPM2_PolicyRestart: reset a policy session's digest. */

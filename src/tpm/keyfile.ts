@@ -20,7 +20,7 @@
  */
 import { TpmError } from "./error.ts";
 
-export const OID_LOADABLE_KEY = "2.23.133.10.1.3";
+const OID_LOADABLE_KEY = "2.23.133.10.1.3";
 const OID_IMPORTABLE_KEY = "2.23.133.10.1.4";
 const OID_SEALED_DATA = "2.23.133.10.1.5";
 

@@ -5,6 +5,7 @@
  * @example
  *   decodeRc(0x98e).name === "TPM_RC_AUTH_FAIL"; decodeRc(0x98e).where === "session 1"
  */
+import type { TpmErrorCode } from "./error.ts";
 import { rcText } from "./ffi.ts";
 
 const FMT0: Record<number, string> = {
@@ -155,9 +156,9 @@ const LAYERS: Record<number, string> = {
   12: "RESMGR_TPM",
 };
 
-export const LAYER_TPM = 0;
-export const LAYER_TCTI = 10;
-export const LAYER_RESMGR_TPM = 12;
+const LAYER_TPM = 0;
+const LAYER_TCTI = 10;
+const LAYER_RESMGR_TPM = 12;
 
 export interface DecodedRc {
   rc: number;
@@ -221,7 +222,7 @@ export function describeRc(d: DecodedRc): string {
 }
 
 /** The TpmError code for an rc, before the signer adds what it was doing. */
-export function codeForRc(d: DecodedRc): string {
+export function codeForRc(d: DecodedRc): TpmErrorCode {
   if (d.layer === LAYER_TCTI || d.name.endsWith("_RC_NO_CONNECTION") || d.name.endsWith("_RC_IO_ERROR")) {
     return "TPM_UNAVAILABLE";
   }

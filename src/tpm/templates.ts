@@ -55,7 +55,7 @@ export const H2_SRK_TEMPLATE: Uint8Array = new WireWriter()
   .done();
 
 /** PolicySecret(TPM_RH_ENDORSEMENT): the authPolicy of the TCG default EK templates. */
-export const EK_POLICY = Uint8Array.from(Buffer.from("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa", "hex"));
+const EK_POLICY = Uint8Array.from(Buffer.from("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa", "hex"));
 
 /**
  * The TCG default RSA-2048 EK template (EK Credential Profile, template L-1): what `tpm2_createek -G rsa` makes

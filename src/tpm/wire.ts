@@ -12,10 +12,15 @@ export const TPM2_ALG_NULL = 0x0010;
 export const TPM2_ALG_ECC = 0x0023;
 export const TPM2_ALG_CFB = 0x0043;
 export const TPM2_ECC_NIST_P256 = 0x0003;
-export const TPM2_ST_HASHCHECK = 0x8024;
+const TPM2_ST_HASHCHECK = 0x8024;
 export const TPM2_RH_OWNER = 0x40000001;
-export const TPM2_RH_NULL = 0x40000007;
-export const TPM2_RH_ENDORSEMENT = 0x4000000b;
+const TPM2_RH_NULL = 0x40000007;
+
+/** Command codes that policy digests are extended with (TPM 2.0 Part 3, section 23). */
+export const TPM2_CC_POLICY_AUTHVALUE = 0x0000016b;
+export const TPM2_CC_POLICY_OR = 0x00000171;
+export const TPM2_CC_POLICY_PCR = 0x0000017f;
+export const TPM2_CC_POLICY_DUPLICATIONSELECT = 0x00000188;
 
 export const TPMA_OBJECT_FIXEDTPM = 0x00000002;
 export const TPMA_OBJECT_FIXEDPARENT = 0x00000010;
@@ -129,6 +134,34 @@ export function pcrSelectionSha256(pcrs: readonly number[]): Uint8Array {
     select[p >> 3]! |= 1 << (p & 7);
   }
   return new WireWriter().u32(1).u16(TPM2_ALG_SHA256).u8(3).raw(select).done();
+}
+
+/** The PCR indices a TPML_PCR_SELECTION (wire) selects in its SHA-256 bank, ascending. */
+export function pcrsSelectedSha256(selection: Uint8Array): number[] {
+  const r = new WireReader(selection);
+  const out: number[] = [];
+  for (let n = r.u32(); n > 0; n--) {
+    const hash = r.u16();
+    const select = r.bytes(r.u8());
+    if (hash !== TPM2_ALG_SHA256) continue;
+    for (let i = 0; i < select.byteLength * 8; i++) if (select[i >> 3]! & (1 << (i & 7))) out.push(i);
+  }
+  return out;
+}
+
+/** TPML_DIGEST around `digests`. */
+export function tpmlDigest(digests: readonly Uint8Array[]): Uint8Array {
+  const w = new WireWriter().u32(digests.length);
+  for (const d of digests) w.tpm2b(d);
+  return w.done();
+}
+
+/** The digests of a TPML_DIGEST (wire). */
+export function parseTpmlDigest(list: Uint8Array): Uint8Array[] {
+  const r = new WireReader(list);
+  const out: Uint8Array[] = [];
+  for (let n = r.u32(); n > 0; n--) out.push(r.tpm2b());
+  return out;
 }
 
 /** What the signer needs from a TPMT_PUBLIC. */

@@ -20,6 +20,10 @@ export interface Swtpm {
   path: string;
   /** The swtpm state directory (removed by stop). */
   dir: string;
+  /** SIGSTOP: the TPM stops answering (its sockets stay open), as a wedged TPM would. */
+  pause(): void;
+  /** SIGCONT: it answers again, starting with what was sent while paused. */
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -107,6 +111,7 @@ export async function startSwtpm(): Promise<Swtpm> {
     }
     const stop = async (): Promise<void> => {
       if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill("SIGCONT"); // a paused swtpm would not act on SIGTERM
         proc.kill("SIGTERM");
         const exited = await Promise.race([proc.exited.then(() => true), Bun.sleep(3000).then(() => false)]);
         if (!exited) {
@@ -117,7 +122,15 @@ export async function startSwtpm(): Promise<Swtpm> {
       await rm(dir, { recursive: true, force: true });
     };
     if (up) {
-      return { port, tcti: `swtpm:host=127.0.0.1,port=${port}`, path: `127.0.0.1:${port}`, dir, stop };
+      return {
+        port,
+        tcti: `swtpm:host=127.0.0.1,port=${port}`,
+        path: `127.0.0.1:${port}`,
+        dir,
+        pause: () => proc.kill("SIGSTOP"),
+        resume: () => proc.kill("SIGCONT"),
+        stop,
+      };
     }
     lastError = proc.exitCode !== null ? await new Response(proc.stderr).text() : "did not accept connections in 10 s";
     await stop();

@@ -3,13 +3,27 @@
  * objects made by the reference tools, not by itself.
  */
 import { createPublicKey, type KeyObject } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { requireTpmTools, type Swtpm } from "./swtpm.ts";
 
 /** The attributes of the H-2 ECC P-256 storage primary (TCG EK Credential Profile), as tpm2-tools spells them. */
 export const H2_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt";
+
+/**
+ * Tools that load no object and leave no session loaded (a session they start or use is saved to its file), so
+ * run() skips looking for leftovers around them (each look is two more processes).
+ */
+const LEAVE_NOTHING_LOADED = new Set([
+  "tpm2_startauthsession",
+  "tpm2_flushcontext",
+  "tpm2_pcrread",
+  "tpm2_pcrextend",
+  "tpm2_pcrreset",
+  "tpm2_print",
+  "tpm2_getcap",
+]);
 
 export interface GeneratedKey {
   /** PKCS#8 PEM of the software key (what gets imported). */
@@ -36,6 +50,7 @@ export class Tpm2Tools {
    * loaded, such as an open signer's key, are left alone.
    */
   run(tool: string, ...args: string[]): string {
+    if (LEAVE_NOTHING_LOADED.has(tool) || tool.startsWith("tpm2_policy")) return this.exec(tool, args);
     const before = new Set([...this.transientHandles(), ...this.loadedSessions()]);
     try {
       return this.exec(tool, args);
@@ -210,21 +225,150 @@ export class Tpm2Tools {
    */
   ekKeyfile(key: GeneratedKey, name: string): string {
     const ek = this.createEk();
-    const withEkPolicy = (fn: () => void): void => {
-      this.run("tpm2_startauthsession", "--policy-session", "-S", "ekpolicy.ctx");
-      this.run("tpm2_policysecret", "-S", "ekpolicy.ctx", "-c", "e");
-      try {
-        fn();
-      } finally {
-        this.run("tpm2_flushcontext", "ekpolicy.ctx");
-      }
-    };
-    let blobs = { pub: "", priv: "" };
-    withEkPolicy(() => {
-      blobs = this.importKey(key, name, ek.ctx, { parentAuth: "session:ekpolicy.ctx" });
-    });
+    const blobs = this.withEkPolicy(() => this.importKey(key, name, ek.ctx, { parentAuth: "session:ekpolicy.ctx" }));
     const out = this.path(`${name}.tss.pem`);
     this.run("tpm2_encodeobject", "-C", ek.ctx, "-u", blobs.pub, "-r", blobs.priv, "-o", out);
     return out;
+  }
+
+  /**
+   * A policy digest computed by tpm2-tools in a trial session: each step is a policy tool and its arguments
+   * (the session is added), and the last one writes the digest to `out`.
+   */
+  trialPolicy(out: string, ...steps: [string, ...string[]][]): Uint8Array {
+    this.run("tpm2_startauthsession", "-S", "trial.ctx");
+    try {
+      for (const [i, [tool, ...args]] of steps.entries()) {
+        this.run(tool, "-S", "trial.ctx", ...args, ...(i === steps.length - 1 ? ["-L", out] : []));
+      }
+    } finally {
+      this.run("tpm2_flushcontext", "trial.ctx");
+    }
+    return new Uint8Array(readFileSync(this.path(out)));
+  }
+
+  /** Run `fn` with a policy session satisfying the EK's PolicySecret(endorsement), saved as ekpolicy.ctx. */
+  private withEkPolicy<T>(fn: () => T): T {
+    this.run("tpm2_startauthsession", "--policy-session", "-S", "ekpolicy.ctx");
+    try {
+      this.run("tpm2_policysecret", "-S", "ekpolicy.ctx", "-c", "e");
+      return fn();
+    } finally {
+      this.run("tpm2_flushcontext", "ekpolicy.ctx");
+    }
+  }
+
+  /**
+   * The Go emulator's "Transferred TPM Key" flow (what tpmcopy does), with tpm2-tools. `this` TPM is the one the
+   * key is duplicated from (TPM-A), `target` the one it is imported into (TPM-B):
+   *
+   * 1. TPM-B: the RSA EK's public area and Name (tpm2_createek, tpm2_readpublic -n).
+   * 2. TPM-A: the key's policy, PolicyOR of the user's branch (PolicyAuthValue for a password, or PolicyPCR over
+   *    TPM-B's PCR values) with PolicyDuplicationSelect to TPM-B's EK; tpm2_import with userWithAuth clear
+   *    (-a "sign|decrypt") and that policy; TPM-B's EK loaded as an external key; tpm2_duplicate to it,
+   *    authorised through the PolicyDuplicationSelect branch.
+   * 3. TPM-B: tpm2_import of the duplicate under the EK (PolicySecret(endorsement)), then tpm2_encodeobject.
+   *
+   * Returns the TSS2 PEM (parent 0x40000001, so it needs useEKParent), and the public/private blobs under the EK.
+   */
+  transferKey(
+    key: GeneratedKey,
+    name: string,
+    target: Tpm2Tools,
+    o: { password: string } | { pcrs: number[] },
+  ): { keyfile: string; pub: string; priv: string; authPolicy: Uint8Array } {
+    const b = (f: string) => target.path(`${name}-${f}`);
+    const a = (f: string) => this.path(`${name}-${f}`);
+    // 1. TPM-B
+    target.run("tpm2_createek", "-c", b("ek.ctx"), "-G", "rsa", "-u", b("ek.pub"));
+    target.run("tpm2_readpublic", "-c", b("ek.ctx"), "-n", b("ek.name"));
+    if ("pcrs" in o) target.run("tpm2_pcrread", `sha256:${o.pcrs.join(",")}`, "-o", b("pcrs.bin"));
+    // 2. TPM-A
+    const dupSelect = `${name}-dupselect.policy`;
+    this.trialPolicy(dupSelect, ["tpm2_policyduplicationselect", "-N", b("ek.name")]);
+    const branch = `${name}-branch.policy`;
+    if ("pcrs" in o) this.trialPolicy(branch, ["tpm2_policypcr", "-l", `sha256:${o.pcrs.join(",")}`, "-f", b("pcrs.bin")]);
+    else this.trialPolicy(branch, ["tpm2_policyauthvalue"]);
+    const or = `${name}-or.policy`;
+    const authPolicy = this.trialPolicy(or, ["tpm2_policyor", `sha256:${branch},${dupSelect}`]);
+    const parent = `${name}-h2.ctx`;
+    writeFileSync(this.path("unique.dat"), new Uint8Array([0, 0]));
+    this.run("tpm2_createprimary", "-C", "o", "-G", "ecc", "-g", "sha256", "-a", H2_ATTRIBUTES, "-u", "unique.dat", "-c", parent);
+    const password = "password" in o ? ["-p", o.password] : [];
+    this.run(
+      "tpm2_import",
+      "-C",
+      parent,
+      "-G",
+      "rsa",
+      "-i",
+      key.pemPath,
+      "-u",
+      a("key.pub"),
+      "-r",
+      a("key.priv"),
+      "-a",
+      "sign|decrypt",
+      "-L",
+      or,
+      ...password,
+    );
+    this.run("tpm2_load", "-C", parent, "-u", a("key.pub"), "-r", a("key.priv"), "-c", a("key.ctx"), "-n", a("key.name"));
+    this.run("tpm2_loadexternal", "-C", "o", "-u", b("ek.pub"), "-c", a("ek-b.ctx"));
+    this.run("tpm2_startauthsession", "--policy-session", "-S", "dup.ctx");
+    try {
+      this.run("tpm2_policyduplicationselect", "-S", "dup.ctx", "-n", a("key.name"), "-N", b("ek.name"));
+      this.run("tpm2_policyor", "-S", "dup.ctx", `sha256:${branch},${dupSelect}`);
+      this.run(
+        "tpm2_duplicate",
+        "-C",
+        a("ek-b.ctx"),
+        "-c",
+        a("key.ctx"),
+        "-G",
+        "null",
+        "-p",
+        "session:dup.ctx",
+        "-r",
+        a("dup.priv"),
+        "-s",
+        a("dup.seed"),
+      );
+    } finally {
+      this.run("tpm2_flushcontext", "dup.ctx");
+    }
+    // 3. TPM-B
+    const pub = b("key.pub");
+    const priv = b("key.priv");
+    writeFileSync(pub, readFileSync(a("key.pub")));
+    target.withEkPolicy(() =>
+      target.run(
+        "tpm2_import",
+        "-C",
+        b("ek.ctx"),
+        "-u",
+        pub,
+        "-i",
+        a("dup.priv"),
+        "-s",
+        a("dup.seed"),
+        "-r",
+        priv,
+        "-P",
+        "session:ekpolicy.ctx",
+      ),
+    );
+    const keyfile = b("key.tss.pem");
+    target.run("tpm2_encodeobject", "-C", b("ek.ctx"), "-u", pub, "-r", priv, "-o", keyfile, ...("password" in o ? ["-p"] : []));
+    return { keyfile, pub, priv, authPolicy };
+  }
+
+  /** Load a key imported under the RSA EK and make it persistent at `handle` (as tpmcopy --mode evict does). */
+  persistUnderEk(pub: string, priv: string, handle: number): void {
+    this.createEk("evict-ek.ctx");
+    this.withEkPolicy(() =>
+      this.run("tpm2_load", "-C", "evict-ek.ctx", "-u", pub, "-r", priv, "-c", "evict-key.ctx", "-P", "session:ekpolicy.ctx"),
+    );
+    this.run("tpm2_evictcontrol", "-C", "o", "-c", "evict-key.ctx", `0x${handle.toString(16)}`);
   }
 }

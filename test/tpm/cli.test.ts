@@ -130,7 +130,7 @@ describe("-tpm through the CLI", () => {
     }
   });
 
-  test("PCR-bound key: serves; after the PCR is extended a refresh is a 500 naming TPM_RC_POLICY_FAIL, and start-up fails with exit 1", async () => {
+  test("PCR-bound key: serves; after the PCR is extended a refresh is a 500 saying the PCR values changed, and start-up fails with exit 1", async () => {
     tools.run("tpm2_pcrreset", String(PCR));
     const s = await serve(tpmArgs("-keyfile", pcrKeyfile, "-pcrs", String(PCR)));
     try {
@@ -138,15 +138,17 @@ describe("-tpm through the CLI", () => {
       tools.run("tpm2_pcrextend", `${PCR}:sha256=${"ef".repeat(32)}`);
       const res = await s.get(`${TOKEN}?scopes=https://www.googleapis.com/auth/bigquery`);
       expect(res.status).toBe(500);
-      expect(await res.text()).toContain("TPM_RC_POLICY_FAIL");
+      const text = await res.text();
+      expect(text).toContain("TPM_RC_POLICY_FAIL");
+      expect(text).toContain("the PCR values changed: PCRs sha256:23 now hash to");
     } finally {
       await s.stop();
     }
     const r = await run(tpmArgs("-keyfile", pcrKeyfile, "-pcrs", String(PCR)));
     expect(r.code).toBe(1);
     expect(r.errors).toHaveLength(1);
-    expect(r.errors[0]).toContain("TPM_RC_POLICY_FAIL");
-    expect(r.errors[0]).toContain("sha256:23");
+    expect(r.errors[0]).toContain("no policy the options allow gives it (tried PolicyPCR(sha256:23) with pcrs = ");
+    expect(r.errors[0]).toContain("PCRs sha256:23 now hash to");
     tools.run("tpm2_pcrreset", String(PCR));
   });
 });
@@ -171,7 +173,6 @@ describe("-tpm start-up refusals: exit 1, one line", () => {
     const cases: [string[], string][] = [
       [tpmArgs("-persistentHandle", "0x81008009"), "TPM_RC_HANDLE"],
       [tpmArgs("-keyfile", pwKeyfile, "-keyPass", "wrong"), "TPM_RC_AUTH_FAIL"],
-      [tpmArgs("-keyfile", pcrKeyfile), "TPM_RC_AUTH_UNAVAILABLE"], // bound to PCRs, -pcrs not given
       [["-tpm", "-tpm-path", "127.0.0.1:1", "-persistentHandle", HANDLE], "TSS2_TCTI_RC_"],
     ];
     for (const [args, rc] of cases) {
@@ -180,6 +181,14 @@ describe("-tpm start-up refusals: exit 1, one line", () => {
       expect(r.errors).toHaveLength(1);
       expect(r.errors[0]).toContain(rc);
     }
+  });
+
+  test("a PCR-bound key without -pcrs: named as a key that takes no password alone, with the flag to pass", async () => {
+    const r = await run(tpmArgs("-keyfile", pcrKeyfile));
+    expect(r.code).toBe(1);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toContain("takes no password alone (userWithAuth clear)");
+    expect(r.errors[0]).toContain("if it is bound to PCRs, pass the pcrs it is bound to");
   });
 
   test("a bad -pcrs list or -tokenURL is named", async () => {
