@@ -30,6 +30,12 @@ export const DEBIAN_PACKAGES = [
   "libtss2-tcti-swtpm0",
   "libtss2-mu0",
   "libtss2-rc0",
+  "libtss2-sys1",
+  "libtss2-tcti-device0", // the image's TCTIs (scripts/image-contents.ts, test/dist/rootfs.test.ts)
+  "libtss2-tcti-mssim0",
+  "netbase", // distroless base contents for `npm run rootfs` (taken from the installed packages)
+  "media-types",
+  "libgomp1",
   "wrk", // benchmarks (bench/)
   "curl",
   "openssl", // test keys and certificates

@@ -1,0 +1,50 @@
+/**
+ * The host executable as `npm run build` makes it (scripts/build.ts, test version facts), built once and shared by
+ * the distribution tests. It is kept in .tmp/test-dist-build/ with a hash of every build input beside it, so a
+ * rerun with unchanged sources skips the compile (about 3 s here).
+ */
+import { readdirSync } from "node:fs";
+import { join, relative } from "node:path";
+import { compile, versionDefines, type VersionFacts } from "../../scripts/build.ts";
+
+const ROOT = join(import.meta.dir, "../..");
+const OUT = join(ROOT, ".tmp", "test-dist-build");
+export const TEST_FACTS: VersionFacts = { version: "9.8.7-dist", date: "2001-02-03T04:05:06.000Z", commit: "0123456789ab" };
+
+async function inputsHash(): Promise<string> {
+  const h = new Bun.CryptoHasher("sha256");
+  h.update(JSON.stringify(TEST_FACTS));
+  h.update(Bun.version);
+  const files: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else files.push(p);
+    }
+  };
+  walk(join(ROOT, "src"));
+  files.push(...["package.json", "package-lock.json", "config.json", "scripts/build.ts"].map((f) => join(ROOT, f)));
+  for (const f of files.sort()) {
+    h.update(relative(ROOT, f));
+    h.update(await Bun.file(f).arrayBuffer());
+  }
+  return h.digest("hex");
+}
+
+let pending: Promise<string> | undefined;
+
+/** Path of the built host executable (built on first call in a process, or reused from an earlier run). */
+export function hostExecutable(): Promise<string> {
+  pending ??= (async () => {
+    const exe = join(OUT, "gce_metadata_server");
+    const hash = await inputsHash();
+    const stamp = Bun.file(join(OUT, "inputs.sha256"));
+    if ((await stamp.exists()) && (await stamp.text()) === hash && (await Bun.file(exe).exists())) return exe;
+    await Bun.write(stamp, "");
+    await compile({ outfile: exe, defines: versionDefines(TEST_FACTS), quiet: true });
+    await Bun.write(stamp, hash);
+    return exe;
+  })();
+  return pending;
+}
