@@ -36,6 +36,7 @@ export const DEBIAN_PACKAGES = [
   "netbase", // distroless base contents for `npm run rootfs` (taken from the installed packages)
   "media-types",
   "libgomp1",
+  "qemu-user-static", // runs the arm64 image tree (test/dist/rootfs.test.ts)
   "wrk", // benchmarks (bench/)
   "curl",
   "openssl", // test keys and certificates

@@ -32,19 +32,31 @@ async function inputsHash(): Promise<string> {
   return h.digest("hex");
 }
 
-let pending: Promise<string> | undefined;
+const pending = new Map<string, Promise<string>>();
+const HOST = process.arch === "arm64" ? "arm64" : "x64";
 
-/** Path of the built host executable (built on first call in a process, or reused from an earlier run). */
-export function hostExecutable(): Promise<string> {
-  pending ??= (async () => {
-    const exe = join(OUT, "gce_metadata_server");
-    const hash = await inputsHash();
-    const stamp = Bun.file(join(OUT, "inputs.sha256"));
-    if ((await stamp.exists()) && (await stamp.text()) === hash && (await Bun.file(exe).exists())) return exe;
-    await Bun.write(stamp, "");
-    await compile({ outfile: exe, defines: versionDefines(TEST_FACTS), quiet: true });
-    await Bun.write(stamp, hash);
-    return exe;
-  })();
-  return pending;
+/**
+ * Path of the executable for a Linux architecture (default this machine's), built on first call in a process or
+ * reused from an earlier run. Another architecture is cross-compiled (Bun fetches that runtime once).
+ */
+export function executableFor(arch: "x64" | "arm64" = HOST): Promise<string> {
+  let p = pending.get(arch);
+  if (!p) {
+    p = (async () => {
+      const exe = join(OUT, arch === HOST ? "gce_metadata_server" : `gce_metadata_server-linux-${arch}`);
+      const hash = await inputsHash();
+      const stamp = Bun.file(`${exe}.inputs.sha256`);
+      if ((await stamp.exists()) && (await stamp.text()) === hash && (await Bun.file(exe).exists())) return exe;
+      await Bun.write(stamp, "");
+      const target = arch === HOST ? {} : { target: `bun-linux-${arch}` };
+      await compile({ outfile: exe, defines: versionDefines(TEST_FACTS), quiet: true, ...target });
+      await Bun.write(stamp, hash);
+      return exe;
+    })();
+    pending.set(arch, p);
+  }
+  return p;
 }
+
+/** The executable for this machine. */
+export const hostExecutable = (): Promise<string> => executableFor();
