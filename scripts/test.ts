@@ -45,6 +45,10 @@ export const DEBIAN_PACKAGES = [
   "python3-requests", // its HTTP transport (only Recommended by python3-google-auth, and we skip Recommends)
   "golang-go", // test/clients: Go compute/metadata
   "golang-google-cloud-compute-metadata-dev",
+  "golang-golang-x-oauth2-google-dev", // examples/go: oauth2/google
+  "golang-google-api-dev", // examples/go: idtoken
+  "libgoogle-auth-java", // examples/java: google-auth-library-java
+  "openjdk-17-jdk-headless", // examples/java: java runs the source file (needs the compiler)
 ] as const;
 
 async function run(cmd: string[], opts: { quiet?: boolean } = {}): Promise<{ code: number; out: string }> {
