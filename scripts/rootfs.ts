@@ -146,9 +146,18 @@ async function downloadedFiles(name: string, arch: Arch): Promise<PackageFiles> 
   return { name, root: x, paths: walk(x), from: "downloaded" };
 }
 
+const listed = new Map<string, Promise<PackageFiles>>();
+
 /** A package's files: installed ones when this machine has it for the architecture, else the downloaded .deb's. */
-export async function packageFiles(name: string, arch: Arch): Promise<PackageFiles> {
-  return (await installedFiles(name, arch)) ?? (await downloadedFiles(name, arch));
+export function packageFiles(name: string, arch: Arch): Promise<PackageFiles> {
+  const key = `${name}:${arch}`;
+  let p = listed.get(key);
+  if (!p) {
+    p = (async () => (await installedFiles(name, arch)) ?? (await downloadedFiles(name, arch)))();
+    p.catch(() => listed.delete(key));
+    listed.set(key, p);
+  }
+  return p;
 }
 
 /** Copies into the tree, never through a symlink inside it (an absolute link would lead out of it). */
