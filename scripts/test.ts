@@ -30,6 +30,13 @@ export const DEBIAN_PACKAGES = [
   "libtss2-tcti-swtpm0",
   "libtss2-mu0",
   "libtss2-rc0",
+  "libtss2-sys1",
+  "libtss2-tcti-device0", // the image's TCTIs (scripts/image-contents.ts, test/dist/rootfs.test.ts)
+  "libtss2-tcti-mssim0",
+  "netbase", // distroless base contents for `npm run rootfs` (taken from the installed packages)
+  "media-types",
+  "libgomp1",
+  "qemu-user-static", // runs the arm64 image tree (test/dist/rootfs.test.ts)
   "wrk", // benchmarks (bench/)
   "curl",
   "openssl", // test keys and certificates
@@ -38,6 +45,10 @@ export const DEBIAN_PACKAGES = [
   "python3-requests", // its HTTP transport (only Recommended by python3-google-auth, and we skip Recommends)
   "golang-go", // test/clients: Go compute/metadata
   "golang-google-cloud-compute-metadata-dev",
+  "golang-golang-x-oauth2-google-dev", // examples/go: oauth2/google
+  "golang-google-api-dev", // examples/go: idtoken
+  "libgoogle-auth-java", // examples/java: google-auth-library-java
+  "openjdk-17-jdk-headless", // examples/java: java runs the source file (needs the compiler)
 ] as const;
 
 async function run(cmd: string[], opts: { quiet?: boolean } = {}): Promise<{ code: number; out: string }> {

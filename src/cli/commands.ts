@@ -7,7 +7,9 @@
 export type CommandMain = (argv: string[], env: Record<string, string | undefined>) => Promise<number>;
 
 /** Command word → loader of its module's `main`. */
-export const COMMANDS: Record<string, () => Promise<CommandMain>> = {};
+export const COMMANDS: Record<string, () => Promise<CommandMain>> = {
+  healthcheck: () => import("./healthcheck.ts").then((m) => m.main),
+};
 
 /** The subcommand named by the first argument, or undefined (serve). Own-property lookup: argv is user input. */
 export function commandFor(argv: readonly string[]): (() => Promise<CommandMain>) | undefined {
