@@ -35,6 +35,11 @@ export async function main(argv: string[], env: Record<string, string | undefine
     return 0;
   }
 
+  // Signals are taken from here on, so one that arrives while the server starts still stops it cleanly.
+  const signalled = Promise.withResolvers<string>();
+  process.once("SIGINT", () => signalled.resolve("SIGINT"));
+  process.once("SIGTERM", () => signalled.resolve("SIGTERM"));
+
   const [{ createLogger, levelForVerbosity }, { listenerConfig, credentialSpec, serverOptions }] = await Promise.all([
     import("./log.ts"),
     import("./cli/options.ts"),
@@ -92,17 +97,12 @@ export async function main(argv: string[], env: Record<string, string | undefine
     throw e;
   }
 
-  return await new Promise<number>((resolve) => {
-    const shutdown = (signal: string) => {
-      log.info("shutting down", { signal });
-      server.stop().then(
-        () => resolve(0),
-        () => resolve(1),
-      );
-    };
-    process.once("SIGINT", () => shutdown("SIGINT"));
-    process.once("SIGTERM", () => shutdown("SIGTERM"));
-  });
+  const signal = await signalled.promise;
+  log.info("shutting down", { signal });
+  return server.stop().then(
+    () => 0,
+    () => 1,
+  );
 }
 
 if (import.meta.main) {
