@@ -110,10 +110,22 @@ export async function createExternalAccountClient(
   } as unknown as ConstructorParameters<typeof lib.IdentityPoolClient>[0];
   const source = adc.json.credential_source as Record<string, unknown>;
   try {
-    if (source.environment_id) return new lib.AwsClient(options as unknown as ConstructorParameters<typeof lib.AwsClient>[0]);
-    if (source.executable)
-      return new lib.PluggableAuthClient(options as unknown as ConstructorParameters<typeof lib.PluggableAuthClient>[0]);
-    return new lib.IdentityPoolClient(options);
+    const client = source.environment_id
+      ? new lib.AwsClient(options as unknown as ConstructorParameters<typeof lib.AwsClient>[0])
+      : source.executable
+        ? new lib.PluggableAuthClient(options as unknown as ConstructorParameters<typeof lib.PluggableAuthClient>[0])
+        : new lib.IdentityPoolClient(options);
+    // The library's STS exchange makes its own transporter, ignoring transporterOptions: give it the client's, so
+    // the exchange runs under the same deadline and retries (tested in test/credentials/faults.test.ts).
+    if (fetchImplementation) {
+      const sts = (client as unknown as { stsCredential?: { transporter?: unknown } }).stsCredential;
+      if (sts) sts.transporter = client.transporter;
+      // The helper retries inside the deadline; the library's own retries (gaxios) would only add delay after it.
+      client.transporter.interceptors.request.add({
+        resolved: async (opts) => Object.assign(opts, { retryConfig: { ...opts.retryConfig, retry: 0 } }),
+      });
+    }
+    return client;
   } catch (e) {
     throw new CredentialError("ADC_INVALID", `${adc.path}: ${(e as Error).message}`, { cause: e });
   }

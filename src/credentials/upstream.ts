@@ -15,6 +15,7 @@
  *   const body = await callUpstream({ upstream: "token endpoint", url, form: { grant_type, assertion },
  *     deadline: Date.now() + 10_000, secrets: { assertion }, phrase: (f, reason) => ["TOKEN_EXCHANGE_FAILED", reason] });
  */
+import { redact } from "../log.ts";
 import { CredentialError, type CredentialErrorCode, UpstreamError, type UpstreamFailure, type UpstreamKind } from "../errors.ts";
 
 /** `-upstreamTimeout`'s default: under the listener's idle timeout, which the token routes raise past it anyway. */
@@ -118,7 +119,7 @@ export function endpointErrorText(body: Record<string, unknown> | undefined, tex
 function excerpt(text: string, secrets: Secrets): string {
   let t = text;
   for (const [name, s] of Object.entries(secrets)) if (s) t = t.replaceAll(s, `[${name}]`);
-  return t.replace(/\s+/g, " ").trim().slice(0, EXCERPT);
+  return redact(t.replace(/\s+/g, " ").trim()).slice(0, EXCERPT);
 }
 
 /** Short form of a failed attempt for the history: `503 UNAVAILABLE`, `timeout`. */
@@ -174,7 +175,8 @@ async function attempt(call: UpstreamCall, fetchImpl: Fetch, timeoutMs: number):
       kind: "malformed",
       transient: false,
       status,
-      reason: `malformed answer: ${excerpt(text, call.secrets ?? {}) || "empty body"}`,
+      // A success body may carry a token even when cut off: its length only, never its text.
+      reason: `malformed answer: ${text.length ? `${text.length} bytes that are not a JSON object` : "an empty body"}`,
       short: `${status} malformed`,
     };
   }
@@ -239,7 +241,12 @@ export async function callUpstream(call: UpstreamCall): Promise<UpstreamAnswer> 
       continue;
     }
     const elapsedMs = Date.now() - started;
-    let reason = outcome.kind === "timeout" ? `timed out after ${(elapsedMs / 1000).toFixed(1)} s` : outcome.reason;
+    let reason =
+      outcome.kind !== "timeout"
+        ? outcome.reason
+        : n === 1 && left <= 0
+          ? "timed out (no time left before the deadline)"
+          : `timed out after ${(elapsedMs / 1000).toFixed(1)} s`;
     if (outcome.transient && outcome.retryAfterMs !== undefined && remaining - wait < MIN_USEFUL_MS && remaining > 0) {
       reason += ` (it asked to retry after ${Math.ceil(outcome.retryAfterMs / 1000)} s, past the ${upstreamDeadline(call, started)} deadline)`;
       wait = outcome.retryAfterMs;
