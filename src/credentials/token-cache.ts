@@ -228,7 +228,7 @@ export class TokenCache {
     this.events.miss?.(kind);
     if (!slot) {
       slot = { quietUntil: 0, used: false, bytes: 0 };
-      this.makeRoom(key.length * 2 + SLOT_OVERHEAD);
+      this.makeRoom(1, key.length * 2 + SLOT_OVERHEAD);
       this.slots.set(key, slot);
       this.account(slot, key.length * 2 + SLOT_OVERHEAD);
     }
@@ -265,6 +265,8 @@ export class TokenCache {
             slot.value = cached;
             slot.failure = undefined;
             slot.quietUntil = 0;
+            // The token's bytes are known only now.
+            if (this.heldBytes > this.maxBytes) this.makeRoom(0, 0);
           }
           return cached;
         },
@@ -299,13 +301,17 @@ export class TokenCache {
   }
 
   /**
-   * Evict until one more slot of `bytes` fits. CLOCK: the oldest slot goes unless it was used since eviction last
-   * passed it or a call for it is in flight; then it moves to the back with its bit cleared. Each slot is passed
-   * over at most once per use, so eviction is O(1) amortised.
+   * Evict until `entries` more slots of `bytes` fit. CLOCK: the oldest slot goes unless it was used since eviction
+   * last passed it or a call for it is in flight; then it moves to the back with its bit cleared. Each slot is
+   * passed over at most once per use, so eviction is O(1) amortised.
    */
-  private makeRoom(bytes: number): void {
+  private makeRoom(entries: number, bytes: number): void {
     let passes = this.slots.size * 2;
-    while (this.slots.size > 0 && (this.slots.size >= this.maxEntries || this.heldBytes + bytes > this.maxBytes) && passes-- > 0) {
+    while (
+      this.slots.size > 0 &&
+      (this.slots.size + entries > this.maxEntries || this.heldBytes + bytes > this.maxBytes) &&
+      passes-- > 0
+    ) {
       const key = this.slots.keys().next().value as string;
       const slot = this.slots.get(key)!;
       if (slot.used || slot.inflight) {
