@@ -24,6 +24,8 @@ import type { Account, CredentialSource, IdTokenRequest, InstanceIdentity, Issue
 export const FAILURE_TTL_MS = 3_000;
 /** The longest a Retry-After keeps a failure cached. */
 export const FAILURE_TTL_MAX_MS = 30_000;
+/** `-upstreamTimeout`'s default: the deadline of each call to a credential source (upstream calls and retries). */
+export const DEFAULT_UPSTREAM_TIMEOUT_MS = 10_000;
 /** Longest `audience` accepted for ID tokens (a URL; longer ones are refused with 400). */
 export const MAX_AUDIENCE_LENGTH = 2048;
 /** Past its deadline a source is given this long to report its own (more telling) error before the cache does. */
@@ -136,7 +138,7 @@ export class TokenCache {
     this.minRemaining = options.minRemainingMs ?? 240_000;
     this.maxEntries = options.maxEntries ?? 10_000;
     this.maxBytes = options.maxBytes ?? 32 * 1024 * 1024;
-    this.deadlineMs = options.deadlineMs ?? 10_000;
+    this.deadlineMs = options.deadlineMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS;
     this.failureTtl = options.failureTtlMs ?? FAILURE_TTL_MS;
     this.events = options.events ?? {};
   }
@@ -307,11 +309,7 @@ export class TokenCache {
    */
   private makeRoom(entries: number, bytes: number): void {
     let passes = this.slots.size * 2;
-    while (
-      this.slots.size > 0 &&
-      (this.slots.size + entries > this.maxEntries || this.heldBytes + bytes > this.maxBytes) &&
-      passes-- > 0
-    ) {
+    while (this.slots.size > 0 && (this.slots.size + entries > this.maxEntries || this.heldBytes + bytes > this.maxBytes) && passes-- > 0) {
       const key = this.slots.keys().next().value as string;
       const slot = this.slots.get(key)!;
       if (slot.used || slot.inflight) {

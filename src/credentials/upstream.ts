@@ -18,8 +18,7 @@
 import { redact } from "../log.ts";
 import { CredentialError, type CredentialErrorCode, UpstreamError, type UpstreamFailure, type UpstreamKind } from "../errors.ts";
 
-/** `-upstreamTimeout`'s default: under the listener's idle timeout, which the token routes raise past it anyway. */
-export const DEFAULT_UPSTREAM_TIMEOUT_MS = 10_000;
+export { DEFAULT_UPSTREAM_TIMEOUT_MS } from "./token-cache.ts";
 /** The shortest attempt worth making; a longer deadline gives each attempt half of what is left. */
 const MIN_ATTEMPT_MS = 2_000;
 /** First backoff ceiling; doubles per attempt up to {@link BACKOFF_CAP_MS}; the delay is half to all of it. */
