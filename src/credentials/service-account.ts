@@ -95,10 +95,13 @@ const ASSERTION_SECONDS = 3600;
 /**
  * A key's two grants at its token endpoint, as google-auth-library makes them: an assertion
  * `{iss, scope, aud, exp, iat}` (or `{iss, aud, exp, iat, target_audience}` for an ID token) with the key's id as
- * `kid`, and `aud` Google's token URL whatever `token_uri` says (Google checks `aud`; the post goes to `token_uri`).
+ * `kid`, and `aud` Google's token URL whatever `token_uri` says (Google checks `aud`; the post goes to `token_uri`),
+ * except for a key of another universe (`universe_domain`), whose own token endpoint is the audience.
  */
 export class KeyGrants {
   readonly tokenUrl: string;
+  /** Google's token URL, except in another universe, whose token endpoint is the key's own. */
+  private readonly audience: string;
   private readonly sign: Rs256Signer;
 
   constructor(
@@ -106,6 +109,7 @@ export class KeyGrants {
     private readonly options: { tokenUrl?: string; timeoutMs?: number; fetch?: Fetch } = {},
   ) {
     this.tokenUrl = key.token_uri ?? options.tokenUrl ?? GOOGLE_TOKEN_URL;
+    this.audience = key.universe_domain && key.universe_domain !== "googleapis.com" ? this.tokenUrl : GOOGLE_TOKEN_URL;
     this.sign = keySigner(key.private_key);
   }
 
@@ -123,7 +127,7 @@ export class KeyGrants {
   private assertion(claims: Record<string, unknown>): Promise<string> {
     const iat = Math.floor(Date.now() / 1000);
     return signJwt(
-      { iss: this.key.client_email, ...claims, aud: GOOGLE_TOKEN_URL, exp: iat + ASSERTION_SECONDS, iat },
+      { iss: this.key.client_email, ...claims, aud: this.audience, exp: iat + ASSERTION_SECONDS, iat },
       this.sign,
       this.key.private_key_id ? { kid: this.key.private_key_id } : {},
     );

@@ -282,6 +282,26 @@ describe("the default deadline (10 s) against Bun's idle timeout (~10 s)", () =>
   });
 });
 
+describe("a deadline past Bun's idle timeout", () => {
+  test("at 14 s the hanging request still gets its 503: the token route holds its connection past the idle timeout", { timeout: 40_000 }, async () => {
+    const s = await keyServer(14_000);
+    try {
+      await front.set("hang");
+      const started = Date.now();
+      const [answer] = await concurrentGets(s.server.port, `${TOKEN}?scopes=https://www.googleapis.com/auth/long-deadline`, 1);
+      const took = Date.now() - started;
+      expect(answer!.status).toBe(503);
+      expect(answer!.body).toMatch(/: timed out after 1[34]\.\d s/);
+      expect(took).toBeGreaterThanOrEqual(13_000);
+      expect(took).toBeLessThanOrEqual(15_000);
+      figures.push(`  hang at a 14 s deadline                 503 after ${took} ms`);
+    } finally {
+      await front.set("pass");
+      await s.stop();
+    }
+  });
+});
+
 describe("the other upstreams have the same deadline", () => {
   test("-impersonate: IAM Credentials hangs", async () => {
     const source = new ImpersonatedSource({ adc: await readAdcFile(key.path), iamUrl: front.url, timeoutMs: DEADLINE });
