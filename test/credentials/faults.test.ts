@@ -283,7 +283,7 @@ describe("the default deadline (10 s) against Bun's idle timeout (~10 s)", () =>
 });
 
 describe("a deadline past Bun's idle timeout", () => {
-  test("at 14 s the hanging request still gets its 503: the token route holds its connection past the idle timeout", { timeout: 40_000 }, async () => {
+  test("14 s: the hanging request still gets its 503 (its connection outlives the idle timeout)", { timeout: 40_000 }, async () => {
     const s = await keyServer(14_000);
     try {
       await front.set("hang");
