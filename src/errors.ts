@@ -63,10 +63,66 @@ export type CredentialErrorCode =
   | "IAM_REFUSED"
   | "IAM_BAD_ANSWER"
   | "EXPIRED_TOKEN"
-  | "NOT_STARTED";
+  | "NOT_STARTED"
+  /** An upstream answered an ID token whose signature does not verify with the issuer's published keys. */
+  | "ID_TOKEN_BAD_SIGNATURE"
+  /** The credential source did not answer within the upstream deadline. */
+  | "UPSTREAM_TIMEOUT"
+  /** The issuer key file exists but anyone other than its owner may write it, or another user owns it. */
+  | "ISSUER_KEY_UNSAFE";
 
 /** A credential source could not be opened or could not produce a token. */
 export class CredentialError extends MetadataError<CredentialErrorCode> {}
+
+/**
+ * How an upstream call (token endpoint, STS, IAM Credentials, JWKS) failed; a fixed set, used as a metric label.
+ * `unreachable` is anything else before an answer (a name that does not resolve, a TLS failure).
+ */
+export type UpstreamKind = "timeout" | "refused" | "reset" | "unreachable" | "http" | "malformed" | "signature";
+
+export const UPSTREAM_KINDS: readonly UpstreamKind[] = ["timeout", "refused", "reset", "unreachable", "http", "malformed", "signature"];
+
+/** What is known about a failed upstream call, after its retries. */
+export interface UpstreamFailure {
+  /** Who was called, for people: "token endpoint", "IAM Credentials", "STS". */
+  upstream: string;
+  /** Host (and port) called; never a path or query, which may carry an e-mail or a key. */
+  host: string;
+  kind: UpstreamKind;
+  /** The last HTTP status, when the upstream answered. */
+  status?: number;
+  /** Attempts made (1 when not retried). */
+  attempts: number;
+  /** From the first attempt to the failure. */
+  elapsedMs: number;
+  /** Worth trying again soon: timeout, refused, reset, 429 and 5xx. */
+  transient: boolean;
+  /** How long the upstream asked callers to wait (Retry-After), when it said. */
+  retryAfterMs?: number;
+}
+
+/** A credential source's upstream call failed; the message is one line naming the upstream and the kind of failure. */
+export class UpstreamError extends CredentialError implements UpstreamFailure {
+  readonly upstream: string;
+  readonly host: string;
+  readonly kind: UpstreamKind;
+  readonly status?: number;
+  readonly attempts: number;
+  readonly elapsedMs: number;
+  readonly transient: boolean;
+  readonly retryAfterMs?: number;
+  constructor(code: CredentialErrorCode, message: string, failure: UpstreamFailure, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.upstream = failure.upstream;
+    this.host = failure.host;
+    this.kind = failure.kind;
+    if (failure.status !== undefined) this.status = failure.status;
+    this.attempts = failure.attempts;
+    this.elapsedMs = failure.elapsedMs;
+    this.transient = failure.transient;
+    if (failure.retryAfterMs !== undefined) this.retryAfterMs = failure.retryAfterMs;
+  }
+}
 
 export type UsageErrorCode =
   /** A flag or option is wrong; the message names it. */

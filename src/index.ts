@@ -20,9 +20,9 @@ import { EmulatedIssuer } from "./credentials/emulated.ts";
 import { type CredentialSpec, isCredentialSpec, type Note, openSource } from "./credentials/open.ts";
 import type { CredentialSource } from "./credentials/source.ts";
 import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
-import { TokenCache, type TokenCacheEvents } from "./credentials/token-cache.ts";
+import { DEFAULT_UPSTREAM_TIMEOUT_MS, TokenCache, type TokenCacheEvents } from "./credentials/token-cache.ts";
 import { type Environment, readEnvironment } from "./environment.ts";
-import { ConfigError, CredentialError, UsageError } from "./errors.ts";
+import { ConfigError, CredentialError, UpstreamError, UsageError } from "./errors.ts";
 import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSpec } from "./events/lifecycle.ts";
 import { createFetch } from "./http/app.ts";
 import { createGuestWrites } from "./http/guest.ts";
@@ -43,7 +43,17 @@ export { EmulatedIssuer } from "./credentials/emulated.ts";
 export type { CredentialSpec } from "./credentials/open.ts";
 export type { Account, CredentialSource, IdTokenRequest, InstanceIdentity, IssuedToken } from "./credentials/source.ts";
 export { StaticSource, type StaticTokens } from "./credentials/static.ts";
-export { ConfigError, CredentialError, EditError, ListenError, MetadataError, RequestError, UsageError } from "./errors.ts";
+export {
+  ConfigError,
+  CredentialError,
+  EditError,
+  ListenError,
+  MetadataError,
+  RequestError,
+  UpstreamError,
+  type UpstreamKind,
+  UsageError,
+} from "./errors.ts";
 export type { LifecycleEvent, MaintenanceSpec, PreemptionSpec } from "./events/lifecycle.ts";
 export { parsePort } from "./address.ts";
 export type { TlsFiles } from "./http/listen.ts";
@@ -102,7 +112,15 @@ export interface MetadataServerOptions {
   controlApi?: boolean;
   /** Most wait_for_change requests held at once; 0 (default) means no limit; over it a wait answers 503. */
   maxWaiters?: number;
+  /**
+   * Deadline of each upstream call for a token (token endpoint, STS, IAM Credentials, TPM exchange), retries
+   * included; past it the request is answered 503 (`-upstreamTimeout`; default 10 s).
+   */
+  upstreamTimeoutMs?: number;
 }
+
+/** The longest `upstreamTimeoutMs`: a token request's connection is kept open this long plus a margin. */
+const MAX_UPSTREAM_TIMEOUT_MS = 240_000;
 
 /** A source that is opened by start(): until then, token requests say so. */
 function unopened(spec: CredentialSpec): CredentialSource {
@@ -127,6 +145,7 @@ export class MetadataServer {
   private readonly log: Logger;
   private readonly staticTokens: StaticTokens;
   private readonly tokenEvents: TokenCacheEvents | undefined;
+  private readonly upstreamTimeoutMs: number;
   /** A credential spec still to be opened by start(). */
   private pending: CredentialSpec | undefined;
   private watcher: ConfigWatcher | undefined;
@@ -143,7 +162,24 @@ export class MetadataServer {
       );
     }
     this.metricsRecorder = sc.metrics ? new Metrics({ version: VERSION }) : undefined;
-    this.tokenEvents = fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents);
+    const upstreamTimeoutMs = options.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS;
+    if (!(upstreamTimeoutMs > 0 && upstreamTimeoutMs <= MAX_UPSTREAM_TIMEOUT_MS)) {
+      throw new UsageError("BAD_DURATION", `upstreamTimeoutMs must be more than 0 and at most ${MAX_UPSTREAM_TIMEOUT_MS} (4 minutes)`);
+    }
+    this.upstreamTimeoutMs = upstreamTimeoutMs;
+    // One line per failed upstream call, however many requests waited on it; never a token (the logger redacts).
+    const failureLog: TokenCacheEvents = {
+      failed: (kind, e, seconds, source) => {
+        const up = e instanceof UpstreamError ? e : undefined;
+        this.log.error(`${kind === "access" ? "an access token" : "an identity token"} failed`, {
+          source,
+          ...(up ? { upstream: up.upstream, host: up.host || undefined, kind: up.kind, attempts: up.attempts } : {}),
+          seconds: Number(seconds.toFixed(3)),
+          error: e instanceof Error ? e.message : String(e),
+        });
+      },
+    };
+    this.tokenEvents = fanOut(fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents), failureLog);
 
     // Static tokens: the environment's, then the library's own (which win), laid over the source once.
     const c = options.credentials;
@@ -203,7 +239,10 @@ export class MetadataServer {
   }
 
   private tokenCache(base: CredentialSource): TokenCache {
-    return new TokenCache(overlayStatic(this.staticTokens, base), this.tokenEvents ? { events: this.tokenEvents } : {});
+    return new TokenCache(overlayStatic(this.staticTokens, base), {
+      deadlineMs: this.upstreamTimeoutMs,
+      ...(this.tokenEvents ? { events: this.tokenEvents } : {}),
+    });
   }
 
   /** Every new snapshot: the handler serves it, waiters whose watched ETag changed wake. */
@@ -319,7 +358,12 @@ export class MetadataServer {
       if (this.pending) {
         const spec = this.pending;
         const quiet = !!(this.staticTokens.accessToken && this.staticTokens.idToken);
-        const r = await openSource(spec, { env: this.env, quiet, defaultEmail: () => this.requireDefaultEmail(spec) });
+        const r = await openSource(spec, {
+          env: this.env,
+          quiet,
+          timeoutMs: this.upstreamTimeoutMs,
+          defaultEmail: () => this.requireDefaultEmail(spec),
+        });
         opened = r.source;
         notes.push(...r.notes);
         this.state.tokens = this.tokenCache(opened);

@@ -111,7 +111,12 @@ export const FLAGS = {
   iamURL: {
     kind: "string",
     default: "https://iamcredentials.googleapis.com",
-    help: "-impersonate, -federate: IAM Credentials base URL for generateAccessToken and generateIdToken (this program's addition)",
+    help: "-impersonate, -federate: IAM Credentials base URL for generateAccessToken and generateIdToken; -federate without it uses the origin of the file's service_account_impersonation_url (this program's addition)",
+  },
+  upstreamTimeout: {
+    kind: "string",
+    default: "10s",
+    help: "deadline of each token request's upstream calls (token endpoint, STS, IAM), retries included; past it the request is answered 503 (Go duration, at most 4m)",
   },
 } as const satisfies Record<string, FlagSpec>;
 

@@ -5,6 +5,7 @@
  */
 import { parsePort } from "../address.ts";
 import type { CredentialSpec } from "../credentials/open.ts";
+import { parseDuration } from "../duration.ts";
 import { UsageError } from "../errors.ts";
 import type { MetadataServerOptions, ServerConfig } from "../index.ts";
 import { FLAGS, type FlagName, type Flags } from "./flags.ts";
@@ -89,7 +90,9 @@ export function credentialSpec(flags: Flags, warn: (line: string) => void): Cred
   if (!flags.impersonate && !flags.federate && flags.explicit.has("iamURL")) warn("-iamURL is ignored without -impersonate or -federate");
   if (flags.impersonate)
     return { type: "impersonated", iamUrl: httpUrlFlag("iamURL", flags.iamURL), tokenUrl: httpUrlFlag("tokenURL", flags.tokenURL) };
-  if (flags.federate) return { type: "federated", iamUrl: httpUrlFlag("iamURL", flags.iamURL) };
+  // -federate without -iamURL mints ID tokens where the file's service_account_impersonation_url points.
+  if (flags.federate)
+    return { type: "federated", ...(flags.explicit.has("iamURL") ? { iamUrl: httpUrlFlag("iamURL", flags.iamURL) } : {}) };
   if (flags.tpm) {
     return {
       type: "tpm",
@@ -102,6 +105,15 @@ export function credentialSpec(flags: Flags, warn: (line: string) => void): Cred
   return { type: "emulated", issuer: flags.issuer, ...(flags.issuerKey ? { keyFile: flags.issuerKey } : {}) };
 }
 
+/** `-upstreamTimeout` in milliseconds: a Go duration above 0 and at most 4 minutes. */
+function upstreamTimeout(text: string): number {
+  const ms = parseDuration(text);
+  if (!(ms >= 1 && ms <= 240_000)) {
+    throw new UsageError("BAD_DURATION", `invalid -upstreamTimeout ${JSON.stringify(text)}: use a Go duration from 1ms to 4m, such as 10s`);
+  }
+  return ms;
+}
+
 /** Everything but the listener and credentials; `bundled` serves the config built into the program. */
 export function serverOptions(flags: Flags, env: Record<string, string | undefined>, bundled: boolean): MetadataServerOptions {
   const options: MetadataServerOptions = {
@@ -109,6 +121,7 @@ export function serverOptions(flags: Flags, env: Record<string, string | undefin
     requireDefaultAccount: true,
     controlApi: flags.controlAPI,
     maxWaiters: flags.maxWaiters,
+    upstreamTimeoutMs: upstreamTimeout(flags.upstreamTimeout),
   };
   if (!bundled) {
     options.configFile = flags.configFile;

@@ -5,6 +5,7 @@
 import type { Environment } from "../environment.ts";
 import { ConfigError } from "../errors.ts";
 import { fromPlain, isJsonObject, JsonNumber, JsonSyntaxError, type JsonObject, type JsonValue, parseJson } from "../json.ts";
+import { accountEmailProblem } from "../metadata/identity.ts";
 import { buildTree, type Tree } from "../metadata/tree.ts";
 import { v1Schema } from "../metadata/schema.ts";
 
@@ -85,6 +86,8 @@ function applyOverrides(v1: JsonObject, env: NonNullable<ClaimsOptions["override
   }
   const email = env.serviceAccount;
   if (!email) return;
+  const problem = accountEmailProblem(email);
+  if (problem) throw new ConfigError("CONFIG_ENV", `GOOGLE_SERVICE_ACCOUNT: ${problem}`);
   const accounts = objectAt(objectAt(v1, "instance"), "serviceAccounts");
   const def = accounts.default;
   if (!isJsonObject(def)) {

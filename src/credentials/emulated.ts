@@ -106,8 +106,8 @@ export class EmulatedIssuer implements CredentialSource {
     const jose = await import("jose");
     const file = this.options.keyFile;
     let privateKey: CryptoKey | undefined;
-    if (file && (await Bun.file(file).exists())) {
-      const pem = await Bun.file(file).text();
+    const pem = file ? await readIssuerKey(file) : undefined;
+    if (file && pem !== undefined) {
       try {
         privateKey = (await jose.importPKCS8(pem, "RS256", { extractable: true })) as CryptoKey;
       } catch (e) {
@@ -122,14 +122,109 @@ export class EmulatedIssuer implements CredentialSource {
       const pair = await jose.generateKeyPair("RS256", { modulusLength: 2048, extractable: true });
       privateKey = pair.privateKey as CryptoKey;
       if (file) {
-        const { chmod } = await import("node:fs/promises");
-        await Bun.write(file, await jose.exportPKCS8(privateKey));
-        await chmod(file, 0o600);
+        const written = await writeIssuerKey(file, await jose.exportPKCS8(privateKey));
+        // Another process made the file first: use its key, so both sign alike.
+        if (written !== undefined) return this.keyFrom(jose, written, file);
       }
     }
+    return this.signingKeyOf(jose, privateKey);
+  }
+
+  private async keyFrom(jose: typeof import("jose"), pem: string, file: string): Promise<SigningKey> {
+    try {
+      return this.signingKeyOf(jose, (await jose.importPKCS8(pem, "RS256", { extractable: true })) as CryptoKey);
+    } catch (e) {
+      throw new CredentialError("ISSUER_KEY_INVALID", `${file}: not an RSA private key in PKCS#8 PEM (${(e as Error).message})`, {
+        cause: e,
+      });
+    }
+  }
+
+  private async signingKeyOf(jose: typeof import("jose"), privateKey: CryptoKey): Promise<SigningKey> {
     const full = await jose.exportJWK(privateKey);
     const jwk: Record<string, unknown> = { kty: full.kty, n: full.n, e: full.e };
     const kid = await jose.calculateJwkThumbprint(jwk as JWK);
     return { privateKey, kid, jwk: { ...jwk, alg: "RS256", use: "sig", kid } };
   }
+}
+
+/**
+ * The issuer key file's PEM, or undefined when there is none. The file is opened first and checked through its
+ * descriptor (no window to swap it): it must belong to this user and be writable by no one else, since whoever can
+ * write it chooses the key every ID token is signed with.
+ */
+async function readIssuerKey(file: string): Promise<string | undefined> {
+  const fs = await import("node:fs/promises");
+  let handle: import("node:fs/promises").FileHandle;
+  try {
+    handle = await fs.open(file, "r");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return undefined;
+    throw new CredentialError("ISSUER_KEY_INVALID", `${file}: cannot read the issuer key (${code ?? (e as Error).message})`, { cause: e });
+  }
+  try {
+    const st = await handle.stat();
+    const uid = process.getuid?.();
+    if (!st.isFile()) throw new CredentialError("ISSUER_KEY_INVALID", `${file}: not a regular file; give -issuerKey a file path`);
+    if (uid !== undefined && st.uid !== uid) {
+      throw new CredentialError(
+        "ISSUER_KEY_UNSAFE",
+        `${file}: the issuer key belongs to user ${st.uid}, not to this user (${uid}); whoever owns it chooses the key ID tokens are signed with. Use a key file of your own (chown ${uid} ${file}), or delete it to have a new one made`,
+      );
+    }
+    if ((st.mode & 0o022) !== 0) {
+      throw new CredentialError(
+        "ISSUER_KEY_UNSAFE",
+        `${file}: the issuer key is writable by ${st.mode & 0o002 ? "others" : "its group"} (mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}); anyone who can write it chooses the key ID tokens are signed with. Run chmod 600 ${file}, or delete it to have a new one made`,
+      );
+    }
+    return await handle.readFile("utf8");
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Create the key file in one step: O_CREAT|O_EXCL|O_NOFOLLOW with mode 0600, so a symlink or a file planted at the
+ * path is never followed or reused, and the key is never readable by others, not even for a moment. Resolves
+ * undefined once written, or with the content of a file another process created first.
+ */
+async function writeIssuerKey(file: string, pem: string): Promise<string | undefined> {
+  const fs = await import("node:fs/promises");
+  const { constants } = await import("node:fs");
+  let handle: import("node:fs/promises").FileHandle;
+  try {
+    handle = await fs.open(file, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") {
+      const theirs = await readIssuerKey(file).catch((x: unknown) => {
+        throw x instanceof CredentialError && (x.code === "ISSUER_KEY_UNSAFE" || x.code === "ISSUER_KEY_INVALID")
+          ? x
+          : new CredentialError(
+              "ISSUER_KEY_INVALID",
+              `${file}: something is in the way of the issuer key (a dangling symlink?); remove it`,
+            );
+      });
+      if (theirs !== undefined) return theirs;
+      throw new CredentialError(
+        "ISSUER_KEY_INVALID",
+        `${file}: a symbolic link points nowhere at the issuer key's path; remove it or give another path`,
+      );
+    }
+    throw new CredentialError(
+      "ISSUER_KEY_INVALID",
+      `${file}: cannot create the issuer key (${code ?? (e as Error).message}); check the directory exists and is writable`,
+      {
+        cause: e,
+      },
+    );
+  }
+  try {
+    await handle.writeFile(pem);
+  } finally {
+    await handle.close();
+  }
+  return undefined;
 }

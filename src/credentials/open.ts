@@ -23,7 +23,11 @@ export type CredentialSpec =
   | { type: "serviceAccountKey"; keyFile: string }
   /** Impersonation of the config's accounts with ADC as the source (`-impersonate`). */
   | { type: "impersonated"; iamUrl?: string; tokenUrl?: string }
-  /** Workload identity federation from the external_account file in GOOGLE_APPLICATION_CREDENTIALS (`-federate`). */
+  /**
+   * Workload identity federation from the external_account file in GOOGLE_APPLICATION_CREDENTIALS (`-federate`).
+   * `iamUrl`, when given, is where ID tokens are minted; else the origin of the file's
+   * `service_account_impersonation_url`, else Google's.
+   */
   | { type: "federated"; iamUrl?: string }
   /** A key held in a TPM, for the config's default account (`-tpm`). */
   | { type: "tpm"; tpm: TpmOptions; tokenUrl?: string; useOauthToken?: boolean };
@@ -41,6 +45,8 @@ export interface OpenContext {
   defaultEmail(): string;
   /** Static tokens cover both kinds, so the opened source serves none: say nothing of it. */
   quiet?: boolean;
+  /** Deadline of a source's calls when a request carries none (the server's upstream timeout). */
+  timeoutMs?: number;
 }
 
 /** Is it a spec (data) rather than a source (an object with methods)? */
@@ -51,6 +57,7 @@ export function isCredentialSpec(value: object): value is CredentialSpec {
 /** Open a source; throws CredentialError, UsageError or TpmError with a one-line message. */
 export async function openSource(spec: CredentialSpec, ctx: OpenContext): Promise<{ source: CredentialSource; notes: Note[] }> {
   const notes: Note[] = [];
+  const timeout = ctx.timeoutMs !== undefined ? { timeoutMs: ctx.timeoutMs } : {};
   const note = (level: Note["level"], message: string, fields?: Record<string, unknown>) => {
     if (!ctx.quiet) notes.push({ level, message, ...(fields ? { fields } : {}) });
   };
@@ -69,7 +76,20 @@ export async function openSource(spec: CredentialSpec, ctx: OpenContext): Promis
       const { readServiceAccountKey, ServiceAccountKeySource } = await import("./service-account.ts");
       const key = await readServiceAccountKey(spec.keyFile);
       note("info", "using service account key file for credentials", { email: key.client_email, token_uri: key.token_uri });
-      return { source: new ServiceAccountKeySource(key), notes };
+      let configured: string | undefined;
+      try {
+        configured = ctx.defaultEmail();
+      } catch {
+        // no default account: the key's own account is the one served
+      }
+      if (configured !== undefined && configured !== key.client_email) {
+        note(
+          "warn",
+          "the key belongs to another account than the config's default one: tokens for default are the key's, and accounts other than these two answer 404",
+          { key: key.client_email, default: configured },
+        );
+      }
+      return { source: new ServiceAccountKeySource(key, timeout), notes };
     }
     case "impersonated": {
       const iamUrl = spec.iamUrl ?? IAM_CREDENTIALS_URL;
@@ -83,7 +103,7 @@ export async function openSource(spec: CredentialSpec, ctx: OpenContext): Promis
       }
       const adc = await readAdcFile(found.path);
       const { ImpersonatedSource } = await import("./impersonated.ts");
-      const source = new ImpersonatedSource({ adc, iamUrl, ...(spec.tokenUrl ? { tokenUrl: spec.tokenUrl } : {}) });
+      const source = new ImpersonatedSource({ adc, iamUrl, ...(spec.tokenUrl ? { tokenUrl: spec.tokenUrl } : {}), ...timeout });
       note("info", "using service account impersonation for credentials", {
         source: source.source.type,
         principal: source.source.principal,
@@ -95,7 +115,6 @@ export async function openSource(spec: CredentialSpec, ctx: OpenContext): Promis
       return { source, notes };
     }
     case "federated": {
-      const iamUrl = spec.iamUrl ?? IAM_CREDENTIALS_URL;
       const path = ctx.env.credentialsFile;
       if (!path) {
         throw new UsageError(
@@ -105,7 +124,8 @@ export async function openSource(spec: CredentialSpec, ctx: OpenContext): Promis
       }
       const adc = await readAdcFile(path);
       const { FederatedSource } = await import("./federated.ts");
-      const source = await FederatedSource.open(adc, { iamUrl });
+      const source = await FederatedSource.open(adc, { ...(spec.iamUrl ? { iamUrl: spec.iamUrl } : {}), ...timeout });
+      const iamUrl = source.iamUrl;
       const subject = adc.json.credential_source as Record<string, unknown>;
       note("info", "using workload identity federation for credentials", {
         file: adc.path,
@@ -122,7 +142,8 @@ export async function openSource(spec: CredentialSpec, ctx: OpenContext): Promis
       const tokenUrl = spec.tokenUrl ?? GOOGLE_TOKEN_URL;
       const email = ctx.defaultEmail();
       const [{ openTpmSigner }, { TpmSource }] = await Promise.all([import("../tpm/signer.ts"), import("./tpm.ts")]);
-      const opts = spec.tpm;
+      // One deadline for each TPM call and each token-endpoint exchange.
+      const opts = { ...timeout, ...spec.tpm };
       const signer = await openTpmSigner(opts);
       note("info", "using a TPM key for credentials", {
         email,
@@ -132,8 +153,6 @@ export async function openSource(spec: CredentialSpec, ctx: OpenContext): Promis
         tokens: spec.useOauthToken ? "oauth2 jwt-bearer exchange" : "self-signed JWT access tokens",
         ...(spec.useOauthToken || tokenUrl !== GOOGLE_TOKEN_URL ? { tokenURL: tokenUrl } : {}),
       });
-      // One deadline for each TPM call and each token-endpoint exchange.
-      const timeout = opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {};
       return { source: new TpmSource({ signer, email, tokenUrl, useOauthToken: spec.useOauthToken ?? false, ...timeout }), notes };
     }
   }

@@ -1,12 +1,17 @@
 /**
- * A service-account key file (`-serviceAccountFile`): tokens through google-auth-library's JWT client, which signs
- * the RS256 assertion and exchanges it at the token endpoint. The key's `token_uri` is honoured, so a key can point
- * at a private or local token endpoint.
+ * A service-account key file (`-serviceAccountFile`): the RS256 assertion is signed here with the key and exchanged
+ * at the token endpoint (the JWT-bearer grant, through the shared upstream helper: deadline, retries, classified
+ * errors), the calls google-auth-library's JWT client makes. The key's `token_uri` is honoured, so a key can point at
+ * a private or local token endpoint. The key serves its own account (and the config's default account); ID tokens
+ * the endpoint mints are checked against Google's keys.
  */
 import { CredentialError } from "../errors.ts";
-import { GOOGLE_TOKEN_URL } from "./google.ts";
+import { CLOUD_PLATFORM_SCOPE, defaultIdTokenKeysUrl, GOOGLE_TOKEN_URL } from "./google.ts";
+import { IdTokenKeys } from "./id-token-keys.ts";
+import { type Rs256Signer, signJwt } from "./jwt.ts";
+import { accessTokenFrom, type GrantCall, idTokenFrom, jwtBearerGrant } from "./oauth.ts";
 import type { AccessTokenRequest, CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
-import { jwtExpiry } from "./jwt.ts";
+import { DEFAULT_UPSTREAM_TIMEOUT_MS, type Fetch, hostOf } from "./upstream.ts";
 
 // node:crypto on first use: this module is reachable from start-up (sources share GOOGLE_TOKEN_URL and helpers), and
 // importing node:crypto there is part of ~2 ms of the compiled server's start-up (see http/listen.ts).
@@ -74,93 +79,112 @@ export function keyFingerprint(privateKeyPem: string): string {
   return createHash("sha256").update(spki).digest("hex");
 }
 
-type JwtClient = import("google-auth-library").JWT;
+/** RS256 with a PEM private key (node:crypto), as a {@link Rs256Signer}. */
+export function keySigner(privateKeyPem: string): Rs256Signer {
+  let key: import("node:crypto").KeyObject | undefined;
+  return async (data) => {
+    const crypto = nodeCrypto();
+    key ??= crypto.createPrivateKey(privateKeyPem);
+    return new Uint8Array(crypto.sign("RSA-SHA256", data, key));
+  };
+}
+
+/** Lifetime of the assertions, Google's maximum. */
+const ASSERTION_SECONDS = 3600;
 
 /**
- * google-auth-library's JWT client for a key, loaded only when first needed. Its token requests go to the key's
- * `token_uri`, else to `tokenUrl` (default Google's): the library itself always posts to Google's URL.
+ * A key's two grants at its token endpoint, as google-auth-library makes them: an assertion
+ * `{iss, scope, aud, exp, iat}` (or `{iss, aud, exp, iat, target_audience}` for an ID token) with the key's id as
+ * `kid`, and `aud` Google's token URL whatever `token_uri` says (Google checks `aud`; the post goes to `token_uri`),
+ * except for a key of another universe (`universe_domain`), whose own token endpoint is the audience.
  */
-export async function createJwtClient(key: ServiceAccountKey, scopes: readonly string[], tokenUrl = GOOGLE_TOKEN_URL): Promise<JwtClient> {
-  const { JWT } = await import("google-auth-library");
-  const client = new JWT({
-    email: key.client_email,
-    key: key.private_key,
-    ...(key.private_key_id ? { keyId: key.private_key_id } : {}),
-    scopes: [...scopes],
-    ...(key.universe_domain ? { universeDomain: key.universe_domain } : {}),
-  });
-  const target = key.token_uri ?? tokenUrl;
-  if (target !== GOOGLE_TOKEN_URL) {
-    // Send the library's requests for Google's token URL to the key's token_uri (or the given URL) instead.
-    client.transporter.interceptors.request.add({
-      resolved: async (opts) => {
-        if (String(opts.url) === GOOGLE_TOKEN_URL) opts.url = new URL(target);
-        return opts;
-      },
-    });
+export class KeyGrants {
+  readonly tokenUrl: string;
+  /** Google's token URL, except in another universe, whose token endpoint is the key's own. */
+  private readonly audience: string;
+  private readonly sign: Rs256Signer;
+
+  constructor(
+    private readonly key: ServiceAccountKey,
+    private readonly options: { tokenUrl?: string; timeoutMs?: number; fetch?: Fetch } = {},
+  ) {
+    this.tokenUrl = key.token_uri ?? options.tokenUrl ?? GOOGLE_TOKEN_URL;
+    this.audience = key.universe_domain && key.universe_domain !== "googleapis.com" ? this.tokenUrl : GOOGLE_TOKEN_URL;
+    this.sign = keySigner(key.private_key);
   }
-  return client;
+
+  call(what: string, deadline: number | undefined): GrantCall {
+    return {
+      tokenUrl: this.tokenUrl,
+      deadline: deadline ?? Date.now() + (this.options.timeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS),
+      credential: "the key",
+      what,
+      email: this.key.client_email,
+      ...(this.options.fetch ? { fetch: this.options.fetch } : {}),
+    };
+  }
+
+  private assertion(claims: Record<string, unknown>): Promise<string> {
+    const iat = Math.floor(Date.now() / 1000);
+    return signJwt(
+      { iss: this.key.client_email, ...claims, aud: this.audience, exp: iat + ASSERTION_SECONDS, iat },
+      this.sign,
+      this.key.private_key_id ? { kid: this.key.private_key_id } : {},
+    );
+  }
+
+  async accessToken(scopes: readonly string[], deadline?: number): Promise<IssuedToken> {
+    const call = this.call("an access token", deadline);
+    const body = await jwtBearerGrant(await this.assertion({ scope: scopes.join(" ") }), call);
+    return accessTokenFrom(body, call);
+  }
+
+  async idToken(audience: string, deadline?: number): Promise<IssuedToken & { call: GrantCall }> {
+    const call = this.call("an ID token", deadline);
+    const body = await jwtBearerGrant(await this.assertion({ target_audience: audience }), call);
+    return { ...idTokenFrom(body, call), call };
+  }
+}
+
+export interface ServiceAccountKeySourceOptions {
+  /** Token endpoint when the key names none (default Google's). */
+  tokenUrl?: string;
+  /** Deadline of a call when the request carries none (default 10 s, `-upstreamTimeout`'s). */
+  timeoutMs?: number;
+  /** JWKS that ID tokens must verify with; `false` skips the check. Default: Google's keys for Google's token URL. */
+  idTokenKeysUrl?: string | false;
+  fetch?: Fetch;
 }
 
 export class ServiceAccountKeySource implements CredentialSource {
-  private readonly clients = new Map<string, Promise<JwtClient>>();
   private readonly fingerprint: string;
+  private readonly grants: KeyGrants;
+  private readonly keys: IdTokenKeys | undefined;
+  readonly ownAccount: string;
 
-  constructor(private readonly key: ServiceAccountKey) {
+  constructor(
+    private readonly key: ServiceAccountKey,
+    options: ServiceAccountKeySourceOptions = {},
+  ) {
     this.fingerprint = keyFingerprint(key.private_key);
+    this.grants = new KeyGrants(key, options);
+    this.ownAccount = key.client_email;
+    const keys = options.idTokenKeysUrl ?? defaultIdTokenKeysUrl(this.grants.tokenUrl);
+    this.keys = keys ? new IdTokenKeys(keys, options.fetch) : undefined;
   }
 
   describe(): SourceDescription {
     return { type: "serviceAccountKey", email: this.key.client_email, fingerprint: this.fingerprint };
   }
 
-  /** One JWT client per scope set; google-auth-library is loaded only when this source is used. */
-  private client(scopes: readonly string[]): Promise<JwtClient> {
-    const k = scopes.join(" ");
-    let c = this.clients.get(k);
-    if (!c) {
-      c = createJwtClient(this.key, scopes);
-      this.clients.set(k, c);
-      c.catch(() => this.clients.delete(k));
-    }
-    return c;
-  }
-
-  async accessToken(req: AccessTokenRequest): Promise<IssuedToken> {
-    const client = await this.client(req.scopes);
-    try {
-      // authorize() always goes to the token endpoint; our cache decides when a new token is due.
-      const creds = await client.authorize();
-      if (!creds.access_token) throw new Error("the token endpoint returned no access_token");
-      return { token: creds.access_token, expiresAt: creds.expiry_date ?? Date.now() + 3600_000 };
-    } catch (e) {
-      throw new CredentialError("TOKEN_EXCHANGE_FAILED", `token endpoint refused the key of ${this.key.client_email}: ${errorText(e)}`, {
-        cause: e,
-      });
-    }
+  /** No client per scope set is kept: each token is one signature and one exchange, cached by the TokenCache. */
+  accessToken(req: AccessTokenRequest): Promise<IssuedToken> {
+    return this.grants.accessToken(req.scopes.length ? req.scopes : [CLOUD_PLATFORM_SCOPE], req.deadline);
   }
 
   async idToken(req: IdTokenRequest): Promise<IssuedToken> {
-    const client = await this.client([]);
-    try {
-      const token = await client.fetchIdToken(req.audience);
-      return { token, expiresAt: jwtExpiry(token) ?? Date.now() + 3600_000 };
-    } catch (e) {
-      throw new CredentialError(
-        "TOKEN_EXCHANGE_FAILED",
-        `token endpoint refused an ID token for ${this.key.client_email}: ${errorText(e)}`,
-        { cause: e },
-      );
-    }
+    const { token, expiresAt, call } = await this.grants.idToken(req.audience, req.deadline);
+    await this.keys?.check(token, { upstream: "token endpoint", host: hostOf(call.tokenUrl), deadline: call.deadline });
+    return { token, expiresAt };
   }
-}
-
-/** The useful part of a gaxios error: the endpoint's error and description, never the request body. */
-export function errorText(e: unknown): string {
-  const data = (e as { response?: { data?: unknown; status?: number } }).response;
-  if (data?.data && typeof data.data === "object") {
-    const d = data.data as { error?: unknown; error_description?: unknown };
-    if (d.error) return `${data.status ?? ""} ${String(d.error)}${d.error_description ? `: ${String(d.error_description)}` : ""}`.trim();
-  }
-  return e instanceof Error ? e.message : String(e);
 }

@@ -9,6 +9,8 @@ export type { Account, InstanceIdentity };
 export interface AccessTokenRequest {
   account: Account;
   scopes: readonly string[];
+  /** Absolute time (ms) by which the source answers or fails; the TokenCache sets it from `-upstreamTimeout`. */
+  deadline?: number;
 }
 
 export interface IdTokenRequest {
@@ -17,6 +19,8 @@ export interface IdTokenRequest {
   format: "standard" | "full";
   licenses: boolean;
   instance: InstanceIdentity;
+  /** As for access tokens. */
+  deadline?: number;
 }
 
 export interface IssuedToken {
@@ -43,6 +47,11 @@ export interface CredentialSource {
    * on the metadata listener so applications can verify tokens offline.
    */
   openid?: { issuer: string; jwks(): Promise<{ keys: object[] }> };
+  /**
+   * A source holding the key of one account (a key file) sets its e-mail: it serves that account and the config's
+   * default account (the Go emulator's model: the credentials given are the VM's), and other accounts are 404.
+   */
+  readonly ownAccount?: string;
   /** Release handles (TPM contexts, timers). Idempotent. */
   close?(): Promise<void> | void;
 }

@@ -51,6 +51,7 @@ export function overlayStatic(tokens: StaticTokens, base: CredentialSource): Cre
     accessToken: (r) => (tokens.accessToken ? fixed.accessToken() : base.accessToken(r)),
     idToken: (r) => (tokens.idToken ? fixed.idToken(r) : base.idToken(r)),
     ...(base.openid && !tokens.idToken ? { openid: base.openid } : {}),
+    ...(base.ownAccount !== undefined ? { ownAccount: base.ownAccount } : {}),
     close: () => base.close?.(),
   };
 }

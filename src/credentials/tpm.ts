@@ -18,13 +18,14 @@
  *   const source = new TpmSource({ signer, email: "app@project.iam.gserviceaccount.com" });
  */
 import { CredentialError } from "../errors.ts";
-import { signJwt } from "./jwt.ts";
-import { CLOUD_PLATFORM_SCOPE, GOOGLE_TOKEN_URL } from "./google.ts";
-import type { AccessTokenRequest, CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
-import { jwtExpiry } from "./jwt.ts";
 import type { TpmSigner } from "../tpm/signer.ts";
+import { CLOUD_PLATFORM_SCOPE, defaultIdTokenKeysUrl, GOOGLE_TOKEN_URL } from "./google.ts";
+import { IdTokenKeys } from "./id-token-keys.ts";
+import { signJwt } from "./jwt.ts";
+import { accessTokenFrom, type GrantCall, idTokenFrom, jwtBearerGrant } from "./oauth.ts";
+import type { AccessTokenRequest, CredentialSource, IdTokenRequest, IssuedToken, SourceDescription } from "./source.ts";
+import { DEFAULT_UPSTREAM_TIMEOUT_MS, type Fetch, hostOf } from "./upstream.ts";
 
-const JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /** Lifetime of self-signed access tokens and of assertions (Google's maximum for both). */
 const LIFETIME_SECONDS = 3600;
 
@@ -40,25 +41,31 @@ export interface TpmSourceOptions {
   /** `kid` for the JWT headers: the service-account key id Google gave the TPM key's uploaded certificate, if
    * known. Omitted by default, as by the Go emulator; Google then tries each of the account's keys. */
   keyId?: string;
-  /** Time allowed for one token-endpoint request (default 30 s). */
+  /** Deadline of a token-endpoint exchange when the request carries none (default 10 s, `-upstreamTimeout`'s). */
   timeoutMs?: number;
+  /**
+   * JWKS that ID tokens from the token endpoint must verify with; `false` skips the check. Default: Google's keys
+   * when `tokenUrl` is Google's, else none (see {@link defaultIdTokenKeysUrl}).
+   */
+  idTokenKeysUrl?: string | false;
   now?: () => number;
-  fetch?: (url: string, init: RequestInit) => Promise<Response>;
+  fetch?: Fetch;
 }
 
 export class TpmSource implements CredentialSource {
   private readonly email: string;
   private readonly tokenUrl: string;
   private readonly now: () => number;
-  private readonly fetch: (url: string, init: RequestInit) => Promise<Response>;
   private readonly sign: (data: Uint8Array) => Promise<Uint8Array>;
+  private readonly keys: IdTokenKeys | undefined;
 
   constructor(private readonly options: TpmSourceOptions) {
     this.email = options.email;
     this.tokenUrl = options.tokenUrl ?? GOOGLE_TOKEN_URL;
     this.now = options.now ?? Date.now;
-    this.fetch = options.fetch ?? ((url, init) => fetch(url, init));
     this.sign = (data) => options.signer.sign(data);
+    const keys = options.idTokenKeysUrl ?? defaultIdTokenKeysUrl(this.tokenUrl);
+    this.keys = keys ? new IdTokenKeys(keys, options.fetch) : undefined;
   }
 
   describe(): SourceDescription {
@@ -76,15 +83,8 @@ export class TpmSource implements CredentialSource {
       return { token, expiresAt: exp * 1000 };
     }
     const assertion = await signJwt({ iss: this.email, scope, aud: this.tokenUrl, exp, iat }, this.sign, kid);
-    const body = await this.exchange(assertion, "an access token");
-    if (typeof body.access_token !== "string" || body.access_token === "") {
-      throw new CredentialError(
-        "TOKEN_EXCHANGE_FAILED",
-        `the token endpoint ${this.tokenUrl} answered without an access_token for ${this.email}`,
-      );
-    }
-    const expiresIn = typeof body.expires_in === "number" && body.expires_in > 0 ? body.expires_in : LIFETIME_SECONDS;
-    return { token: body.access_token, expiresAt: this.now() + expiresIn * 1000 };
+    const call = this.grant("an access token", req.deadline);
+    return accessTokenFrom(await jwtBearerGrant(assertion, call), call, this.now());
   }
 
   async idToken(req: IdTokenRequest): Promise<IssuedToken> {
@@ -99,14 +99,21 @@ export class TpmSource implements CredentialSource {
       iat,
     };
     const kid = this.options.keyId === undefined ? {} : { kid: this.options.keyId };
-    const body = await this.exchange(await signJwt(claims, this.sign, kid), "an ID token");
-    if (typeof body.id_token !== "string" || body.id_token === "") {
-      throw new CredentialError(
-        "TOKEN_EXCHANGE_FAILED",
-        `the token endpoint ${this.tokenUrl} answered without an id_token for ${this.email}`,
-      );
-    }
-    return { token: body.id_token, expiresAt: jwtExpiry(body.id_token) ?? this.now() + LIFETIME_SECONDS * 1000 };
+    const call = this.grant("an ID token", req.deadline);
+    const issued = idTokenFrom(await jwtBearerGrant(await signJwt(claims, this.sign, kid), call), call, this.now());
+    await this.keys?.check(issued.token, { upstream: "token endpoint", host: hostOf(this.tokenUrl), deadline: call.deadline });
+    return issued;
+  }
+
+  private grant(what: string, deadline: number | undefined): GrantCall {
+    return {
+      tokenUrl: this.tokenUrl,
+      deadline: deadline ?? Date.now() + (this.options.timeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS),
+      credential: "the TPM-signed assertion",
+      what,
+      email: this.email,
+      ...(this.options.fetch ? { fetch: this.options.fetch } : {}),
+    };
   }
 
   close(): void {
@@ -120,50 +127,5 @@ export class TpmSource implements CredentialSource {
         `the TPM key belongs to the default service account ${this.email}; ${email} has no key here`,
       );
     }
-  }
-
-  /** POST the JWT-bearer grant; the endpoint's error and description on failure, never the assertion. */
-  private async exchange(assertion: string, what: string): Promise<Record<string, unknown>> {
-    let res: Response;
-    try {
-      res = await this.fetch(this.tokenUrl, {
-        method: "POST",
-        headers: { "Content-Type": "application/x-www-form-urlencoded", Accept: "application/json" },
-        body: new URLSearchParams({ grant_type: JWT_BEARER, assertion }).toString(),
-        signal: AbortSignal.timeout(this.options.timeoutMs ?? 30_000),
-      });
-    } catch (e) {
-      const reason = (e as Error).name === "TimeoutError" ? "timed out" : (e as Error).message;
-      throw new CredentialError("TOKEN_ENDPOINT_UNREACHABLE", `cannot reach the token endpoint ${this.tokenUrl} for ${what}: ${reason}`, {
-        cause: e,
-      });
-    }
-    const text = await res.text().catch(() => "");
-    let body: Record<string, unknown> | undefined;
-    try {
-      const parsed: unknown = JSON.parse(text);
-      if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)) body = parsed as Record<string, unknown>;
-    } catch {
-      // reported below
-    }
-    if (res.ok && body) return body;
-    if (res.ok) {
-      throw new CredentialError(
-        "TOKEN_EXCHANGE_FAILED",
-        `the token endpoint ${this.tokenUrl} answered ${res.status} for ${what} of ${this.email}, but not with a JSON object`,
-      );
-    }
-    let reason: string;
-    if (body && typeof body.error === "string") {
-      reason = body.error + (typeof body.error_description === "string" ? `: ${body.error_description}` : "");
-    } else if (body?.error && typeof body.error === "object" && typeof (body.error as { message?: unknown }).message === "string") {
-      reason = (body.error as { message: string }).message;
-    } else {
-      reason = text.replaceAll(assertion, "[assertion]").replace(/\s+/g, " ").trim().slice(0, 200) || "(empty body)";
-    }
-    throw new CredentialError(
-      "TOKEN_EXCHANGE_FAILED",
-      `the token endpoint ${this.tokenUrl} refused the TPM-signed assertion for ${what} of ${this.email}: ${res.status} ${reason}`,
-    );
   }
 }

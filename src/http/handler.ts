@@ -13,7 +13,9 @@ import {
   JSON_TYPE,
   TEXT,
 } from "../metadata/snapshot.ts";
-import { CachedToken, type TokenCache } from "../credentials/token-cache.ts";
+import { scopeNotHeld } from "../credentials/scopes.ts";
+import { CachedToken, MAX_AUDIENCE_LENGTH, type TokenCache } from "../credentials/token-cache.ts";
+import { UpstreamError } from "../errors.ts";
 import { badRequest, forwarded, guestAttributesDisabled, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
 import { flag, parseQuery, type Params } from "./query.ts";
 import { normalisePath, pathAndQuery, splitUrl } from "../metadata/path.ts";
@@ -43,6 +45,9 @@ export interface ServerHooks {
   timeout?(request: Request, seconds: number): void;
 }
 
+/** Beyond the upstream deadline, time to write the answer before the connection's own idle timeout may close it. */
+const ANSWER_MARGIN_S = 5;
+
 const TOKEN_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": JSON_TYPE }) };
 const IDENTITY_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": TEXT }) };
 const accessTokenBody = (t: CachedToken): string => t.accessTokenBody();
@@ -52,15 +57,14 @@ const DEFAULT_HOST = "metadata.google.internal";
 export type Handled = Response | Promise<Response> | undefined;
 
 export function createMetadataHandler(state: ServingState): (req: Request, server?: ServerHooks) => Handled {
-  const { log } = state;
-
   function respond(r: Rendering): Response {
     return new Response(r.body, r.init);
   }
 
   /**
    * Answer from the token cache: at once when a fresh token is cached (no closure or promise made), else when the
-   * source answers. The cache never throws; a source's failure arrives as the promise's rejection.
+   * source answers. The cache never throws; a source's failure arrives as the promise's rejection, already logged
+   * once by the server: a 503 when it may pass (timeout, refused, reset, 429, 5xx upstream), else a 500.
    */
   function issue(
     what: string,
@@ -68,42 +72,73 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     t: CachedToken | Promise<CachedToken>,
     body: (t: CachedToken) => string,
     init: ResponseInit,
+    req: Request,
+    server: ServerHooks | undefined,
   ): Handled {
     if (t instanceof CachedToken) return new Response(body(t), init);
+    // Waiting on an upstream outlasts Bun's idle timeout (~10 s) when the deadline is near it: give this request
+    // the deadline and a margin, so the client always gets the answer rather than a closed connection.
+    server?.timeout?.(req, Math.ceil(state.tokens.deadlineMs / 1000) + ANSWER_MARGIN_S);
     return t.then(
       (v) => new Response(body(v), init),
       (e: unknown) => {
-        const reason = redact(e instanceof Error ? e.message : String(e));
-        log.error(`${what} failed`, { account: account.email, error: reason });
-        return plain(500, `Failed to obtain ${what} for ${account.email}: ${reason}\n`);
+        const reason = redact(e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, " ");
+        const status = e instanceof UpstreamError && e.transient ? 503 : 500;
+        return plain(status, `Failed to obtain ${what} for ${account.email}: ${reason}\n`);
       },
     );
   }
 
-  function token(node: MetaNode, params: Params | undefined): Handled {
-    const account = node.account!;
-    if (params && flag(params, "wait_for_change")) return badRequest("wait_for_change is not supported for the token endpoint");
-    const requested = params?.get("scopes");
-    const scopes = requested
-      ? requested
-          .split(",")
-          .map((s) => s.trim())
-          .filter(Boolean)
-      : account.scopes;
-    return issue("an access token", account, state.tokens.accessToken(account, scopes), accessTokenBody, TOKEN_INIT);
+  /** A source holding one account's key serves that account and the default one; others are unknown here (404). */
+  function servesAccount(account: Account, snapshot: Snapshot): boolean {
+    const own = state.tokens.source.ownAccount;
+    return own === undefined || account.email === own || account.email === snapshot.accounts.get("default")?.email;
   }
 
-  function identity(node: MetaNode, params: Params | undefined, snapshot: Snapshot): Handled {
+  function token(node: MetaNode, params: Params | undefined, snapshot: Snapshot, req: Request, server: ServerHooks | undefined): Handled {
+    const account = node.account!;
+    if (params && flag(params, "wait_for_change")) return badRequest("wait_for_change is not supported for the token endpoint");
+    if (!servesAccount(account, snapshot)) return notFound(pathAndQuery(splitUrl(req.url)));
+    const requested = params?.get("scopes");
+    let scopes = account.scopes;
+    if (requested) {
+      scopes = requested
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean);
+      const missing = scopeNotHeld(account.scopes, scopes);
+      if (missing !== undefined) {
+        const held = account.scopes.length ? `it holds ${account.scopes.join(", ")}` : "it holds no scopes";
+        return plain(
+          403,
+          `${account.email} does not hold the scope ${missing} (${held}); ask for those, or give the account the scope in the config\n`,
+        );
+      }
+    }
+    return issue("an access token", account, state.tokens.accessToken(account, scopes), accessTokenBody, TOKEN_INIT, req, server);
+  }
+
+  function identity(
+    node: MetaNode,
+    params: Params | undefined,
+    snapshot: Snapshot,
+    req: Request,
+    server: ServerHooks | undefined,
+  ): Handled {
     const account = node.account!;
     const audience = params?.get("audience");
     if (!audience) return badRequest("non-empty audience parameter required");
+    if (audience.length > MAX_AUDIENCE_LENGTH) {
+      return badRequest(`audience is ${audience.length} characters long; at most ${MAX_AUDIENCE_LENGTH} are accepted`);
+    }
+    if (!servesAccount(account, snapshot)) return notFound(pathAndQuery(splitUrl(req.url)));
     if (flag(params!, "wait_for_change")) return badRequest("wait_for_change is not supported for the identity endpoint");
     const format = (params!.get("format") || "standard").toLowerCase();
     if (format !== "standard" && format !== "full") return badRequest(`invalid format ${JSON.stringify(format)}: use standard or full`);
     // licenses only means something with format=full.
     const licenses = format === "full" && flag(params!, "licenses");
     const t = state.tokens.idToken({ account, audience, format, licenses, instance: snapshot.identity });
-    return issue("an identity token", account, t, bareToken, IDENTITY_INIT);
+    return issue("an identity token", account, t, bareToken, IDENTITY_INIT, req, server);
   }
 
   /** Pick the representation for a node and query; a string is a 400 reason. */
@@ -205,7 +240,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     }
     if (node.kind === "disabled") return guestAttributesDisabled();
     const params = query === "" ? undefined : parseQuery(query);
-    return node.kind === "token" ? token(node, params) : identity(node, params, snapshot);
+    return node.kind === "token" ? token(node, params, snapshot, req, server) : identity(node, params, snapshot, req, server);
   };
 }
 

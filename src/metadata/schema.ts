@@ -15,6 +15,8 @@ export type Schema =
   | { t: "values" }
   /** A leaf rendered as a JSON string. */
   | { t: "string" }
+  /** A service account's e-mail: a string that must be an address (it goes into IAM URLs and token requests). */
+  | { t: "email" }
   /** A leaf rendered as a JSON number (`id`, `mtu`); digits only, any size. */
   | { t: "int" }
   /** A leaf holding a JSON document, served as application/json; `indent` for the workload-certificate style. */
@@ -36,7 +38,7 @@ const f = (schema: Schema, path?: string): Field => (path ? { schema, path } : {
 const dir = (keys: Record<string, Field>): Schema => ({ t: "dir", keys });
 const strings = (...names: string[]): Record<string, Field> => Object.fromEntries(names.map((n) => [n, f(S)]));
 
-export const serviceAccountSchema: Schema = dir({ aliases: f(V), email: f(S), scopes: f(V) });
+export const serviceAccountSchema: Schema = dir({ aliases: f(V), email: f({ t: "email" }), scopes: f(V) });
 
 const networkInterface = dir({
   accessConfigs: f({ t: "list", item: dir({ ...strings("externalIp", "type"), externalIpv6: f(S) }) }),

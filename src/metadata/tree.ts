@@ -4,6 +4,7 @@
  */
 import { ConfigError } from "../errors.ts";
 import { isJsonObject, JsonNumber, type JsonValue, stringify } from "../json.ts";
+import { accountEmailProblem } from "./identity.ts";
 import { kebab, snake, type Schema } from "./schema.ts";
 
 export type Tree =
@@ -75,6 +76,12 @@ export function buildTree(v: JsonValue, schema: Schema, at: string): Tree {
   switch (schema.t) {
     case "string": {
       const text = scalarText(v, at, "a string");
+      return { k: "scalar", text, json: JSON.stringify(text) };
+    }
+    case "email": {
+      const text = scalarText(v, at, "an e-mail address");
+      const problem = accountEmailProblem(text);
+      if (problem) throw new ConfigError("CONFIG_SHAPE", `${at}: ${problem}`);
       return { k: "scalar", text, json: JSON.stringify(text) };
     }
     case "int": {

@@ -19,6 +19,16 @@ import type * as PromClient from "prom-client";
 import type { Counter, Gauge, Registry } from "prom-client";
 import type { TokenCacheEvents } from "../credentials/token-cache.ts";
 import type { SourceDescription } from "../credentials/source.ts";
+import { UpstreamError, type UpstreamKind } from "../errors.ts";
+
+/** `source` label values of upstream failures: the credential modes; anything else is `other`. */
+const SOURCE_LABELS = new Set(["emulated", "static", "serviceAccountKey", "impersonated", "federated", "tpm"]);
+
+/** The fixed labels of a failed call to a credential source: its mode, and how it failed (`other`: not an upstream call, e.g. a TPM signature). */
+export function failureLabels(source: string, error: unknown): { source: string; kind: UpstreamKind | "other" } {
+  const base = source.startsWith("static+") ? source.slice("static+".length) : source;
+  return { source: SOURCE_LABELS.has(base) ? base : "other", kind: error instanceof UpstreamError ? error.kind : "other" };
+}
 
 /** What request handling, wait_for_change and reload code call; cheap no-ops when metrics are off. */
 export interface MetricsHooks {
@@ -243,6 +253,12 @@ export class Metrics implements MetricsHooks {
       buckets: UPSTREAM_BUCKETS,
       registers,
     });
+    const upstreamFailures = new Counter({
+      name: "metadata_upstream_failures_total",
+      help: "Calls to a credential source that failed after their retries, by credential mode and kind of failure (timeout, refused, reset, unreachable, http, malformed, signature, other).",
+      labelNames: ["source", "kind"],
+      registers,
+    });
     const kinds = <T>(f: (k: Kind) => T): Record<Kind, T> => ({ access: f("access"), identity: f("identity") });
     const hit = kinds((k) => hits.labels(k));
     const miss = kinds((k) => misses.labels(k));
@@ -259,6 +275,7 @@ export class Metrics implements MetricsHooks {
       miss: (k) => miss[k].inc(),
       upstream: (k, seconds, ok) => (ok ? up[k].ok : up[k].error).observe(seconds),
       refreshFailed: (k) => refreshFailed[k].inc(),
+      failed: (_k, error, _seconds, source) => upstreamFailures.inc(failureLabels(source, error)),
     };
 
     const waiting = new Gauge({ name: "metadata_waiting_requests", help: "wait_for_change requests currently hanging.", registers });
@@ -334,6 +351,10 @@ export function fanOut(a: TokenCacheEvents | undefined, b: TokenCacheEvents | un
     refreshFailed: (k, e) => {
       a.refreshFailed?.(k, e);
       b.refreshFailed?.(k, e);
+    },
+    failed: (k, e, s, source) => {
+      a.failed?.(k, e, s, source);
+      b.failed?.(k, e, s, source);
     },
   };
 }

@@ -9,7 +9,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRemoteJWKSet, jwtVerify } from "jose";
 import { readAdcFile, type AdcFile } from "../../src/credentials/adc.ts";
-import { FederatedSource } from "../../src/credentials/federated.ts";
+import { FederatedSource, federationIamUrl } from "../../src/credentials/federated.ts";
+import { parseFlags } from "../../src/cli/flags.ts";
+import { credentialSpec } from "../../src/cli/options.ts";
+import { startFaultyFront } from "../fakes/faults.ts";
 import { DEFAULT_CONFIG_TEXT } from "../../src/index.ts";
 import {
   CLOUD_PLATFORM_SCOPE,
@@ -279,6 +282,55 @@ describe("checks before any network call", () => {
     ).toEqual({
       type: "federated",
       email: WIF_SA,
+    });
+  });
+});
+
+describe("where ID tokens are minted (issue 9 item 6)", () => {
+  test("with service_account_impersonation_url and no -iamURL: generateIdToken goes to that URL's IAM origin", async () => {
+    const front = await startFaultyFront(fake.url); // a private IAM endpoint, in front of the fake
+    try {
+      const adc = await externalAccount({
+        service_account_impersonation_url: `${front.url}/v1/projects/-/serviceAccounts/${WIF_SA}:generateAccessToken`,
+      });
+      const source = await FederatedSource.open(adc);
+      expect(source.iamUrl).toBe(front.url);
+      const s = await startServer({ claims: claims(), credentials: source });
+      try {
+        const before = front.accepted;
+        const res = await s.get(`${V1}instance/service-accounts/default/identity?audience=https://private.example.test`);
+        expect(res.status).toBe(200);
+        expect(front.accepted).toBeGreaterThan(before);
+        expect(fake.requests.find((r) => r.endpoint === "generateIdToken")!.path).toBe(
+          `/v1/projects/-/serviceAccounts/${DEFAULT_EMAIL}:generateIdToken`,
+        );
+      } finally {
+        await s.stop();
+      }
+    } finally {
+      await front.stop();
+    }
+  });
+
+  test("a given -iamURL wins; without either, Google's public endpoint", async () => {
+    const adc = await externalAccount({ service_account_impersonation_url: fake.impersonationUrl(WIF_SA) });
+    expect((await FederatedSource.open(adc, { iamUrl: "https://iam.private.example" })).iamUrl).toBe("https://iam.private.example");
+    expect((await FederatedSource.open(adc)).iamUrl).toBe(fake.url);
+    expect((await FederatedSource.open(await externalAccount())).iamUrl).toBe("https://iamcredentials.googleapis.com");
+    expect(
+      federationIamUrl(undefined, "https://iamcredentials.p.googleapis.com/v1/projects/-/serviceAccounts/a@b:generateAccessToken"),
+    ).toBe("https://iamcredentials.p.googleapis.com");
+    expect(federationIamUrl(undefined, "https://proxy.example/iam/v1/projects/-/serviceAccounts/a@b:generateAccessToken")).toBe(
+      "https://proxy.example/iam",
+    );
+  });
+
+  test("the command line passes -iamURL only when given", () => {
+    const warn = () => {};
+    expect(credentialSpec(parseFlags(["-federate"]), warn)).toEqual({ type: "federated" });
+    expect(credentialSpec(parseFlags(["-federate", "-iamURL", "https://iam.private.example"]), warn)).toEqual({
+      type: "federated",
+      iamUrl: "https://iam.private.example",
     });
   });
 });

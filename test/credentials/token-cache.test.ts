@@ -1,6 +1,10 @@
-/** The token cache: single-flight, refresh ahead of expiry, failures never cached. */
+/**
+ * The token cache: single-flight, refresh ahead of expiry, deadlines, transient failures cached briefly, a valid
+ * token served while refreshes fail, bounds by entries and bytes with CLOCK eviction.
+ */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { TokenCache, CachedToken } from "../../src/credentials/token-cache.ts";
+import { TokenCache, CachedToken, FAILURE_TTL_MS, FAILURE_TTL_MAX_MS } from "../../src/credentials/token-cache.ts";
+import { UpstreamError, type UpstreamKind } from "../../src/errors.ts";
 import type { CredentialSource, IssuedToken } from "../../src/credentials/source.ts";
 import { readServiceAccountKey, ServiceAccountKeySource } from "../../src/credentials/service-account.ts";
 import { makeServiceAccountKey, startFakeGoogle, type FakeGoogle } from "../fakes/google.ts";
@@ -115,6 +119,202 @@ describe("TokenCache (unit)", () => {
   });
 });
 
+/** An UpstreamError as a source reports one. */
+function upstreamError(kind: UpstreamKind, transient: boolean, extra: { retryAfterMs?: number } = {}): UpstreamError {
+  return new UpstreamError("TOKEN_ENDPOINT_UNREACHABLE", `the token endpoint failed (${kind})`, {
+    upstream: "token endpoint",
+    host: "127.0.0.1:1",
+    kind,
+    attempts: 1,
+    elapsedMs: 1,
+    transient,
+    ...extra,
+  });
+}
+
+/** A source whose next answers are chosen by the test: a token, an error, or a promise that never settles. */
+function scriptedSource(clock: { now: number }, lifetimeMs = 3600_000) {
+  let calls = 0;
+  let next: "ok" | "hang" | Error = "ok";
+  const deadlines: (number | undefined)[] = [];
+  const source: CredentialSource = {
+    describe: () => ({ type: "serviceAccountKey" }),
+    accessToken: async (req): Promise<IssuedToken> => {
+      calls++;
+      deadlines.push(req.deadline);
+      if (next === "hang") return new Promise<IssuedToken>(() => {});
+      if (next instanceof Error) throw next;
+      return { token: `tok-${calls}`, expiresAt: clock.now + lifetimeMs };
+    },
+    idToken: async (req) => ({ token: `id-${req.audience}`, expiresAt: clock.now + lifetimeMs }),
+  };
+  return {
+    source,
+    calls: () => calls,
+    deadlines,
+    answer: (v: "ok" | "hang" | Error) => {
+      next = v;
+    },
+  };
+}
+
+describe("TokenCache off the happy path", () => {
+  test("every call gets the deadline; a source that never answers fails its callers at the deadline and frees the slot", async () => {
+    const { source, calls, deadlines, answer } = scriptedSource({ now: Date.now() });
+    const failed: string[] = [];
+    const cache = new TokenCache(source, {
+      deadlineMs: 300,
+      events: { failed: (_k, e, _s, type) => failed.push(`${type} ${(e as Error).message}`) },
+    });
+    answer("hang");
+    const started = Date.now();
+    const results = await Promise.allSettled([1, 2, 3].map(() => cache.accessToken(account, account.scopes)));
+    expect(results.map((r) => r.status)).toEqual(["rejected", "rejected", "rejected"]);
+    const reason = (results[0] as PromiseRejectedResult).reason as UpstreamError;
+    expect(reason).toMatchObject({ code: "UPSTREAM_TIMEOUT", kind: "timeout", transient: true });
+    expect(reason.message).toBe("the serviceAccountKey credentials did not answer within the 0.3 s deadline (timeout)");
+    expect(Date.now() - started).toBeLessThan(300 + 1000);
+    expect(calls()).toBe(1);
+    expect(deadlines[0]).toBeGreaterThanOrEqual(started + 300);
+    expect(deadlines[0]).toBeLessThanOrEqual(started + 400);
+    expect(failed).toEqual([`serviceAccountKey ${reason.message}`]);
+  });
+
+  test("a transient failure is answered to identical requests for the failure TTL, then the source is asked again", async () => {
+    const clock = { now: 1_000_000 };
+    const { source, calls, answer } = scriptedSource(clock);
+    const cache = new TokenCache(source, { now: () => clock.now });
+    answer(upstreamError("refused", true));
+    await expect(Promise.resolve(cache.accessToken(account, ["s"]))).rejects.toThrow("(refused)");
+    answer("ok");
+    clock.now += FAILURE_TTL_MS - 1;
+    await expect(Promise.resolve(cache.accessToken(account, ["s"]))).rejects.toThrow("(refused)");
+    expect(calls()).toBe(1);
+    // Another scope set is another request.
+    expect((await cache.accessToken(account, ["t"])).token).toBe("tok-2");
+    clock.now += 1;
+    expect((await cache.accessToken(account, ["s"])).token).toBe("tok-3");
+  });
+
+  test("Retry-After lengthens the failure TTL, up to its cap", async () => {
+    const clock = { now: 1_000_000 };
+    const { source, calls, answer } = scriptedSource(clock);
+    const cache = new TokenCache(source, { now: () => clock.now });
+    answer(upstreamError("http", true, { retryAfterMs: 10 * 60_000 }));
+    await Promise.resolve(cache.accessToken(account, ["s"])).catch(() => {});
+    answer("ok");
+    clock.now += FAILURE_TTL_MAX_MS - 1;
+    await expect(Promise.resolve(cache.accessToken(account, ["s"]))).rejects.toThrow();
+    clock.now += 1;
+    expect((await cache.accessToken(account, ["s"])).token).toBe("tok-2");
+    expect(calls()).toBe(2);
+  });
+
+  test("a permanent failure is not kept: the next request asks again", async () => {
+    const clock = { now: 1_000_000 };
+    const { source, calls, answer } = scriptedSource(clock);
+    const cache = new TokenCache(source, { now: () => clock.now });
+    answer(upstreamError("http", false));
+    await Promise.resolve(cache.accessToken(account, ["s"])).catch(() => {});
+    answer("ok");
+    expect((await cache.accessToken(account, ["s"])).token).toBe("tok-2");
+    expect(calls()).toBe(2);
+  });
+
+  test("past the floor, a valid token is served while refreshes fail (one try per failure TTL); the first success replaces it", async () => {
+    const clock = { now: 0 };
+    const { source, calls, answer } = scriptedSource(clock);
+    const cache = new TokenCache(source, { now: () => clock.now });
+    expect((await cache.accessToken(account, account.scopes)).token).toBe("tok-1");
+    clock.now = 3600_000 - 200_000; // 200 s left: below the 240 s floor
+    answer(upstreamError("timeout", true));
+    expect((await cache.accessToken(account, account.scopes)).token).toBe("tok-1");
+    expect(calls()).toBe(2);
+    // Within the failure TTL: no new call, the cached token at once.
+    clock.now += 1000;
+    expect(cache.accessToken(account, account.scopes)).toBeInstanceOf(CachedToken);
+    expect(calls()).toBe(2);
+    // Recovered, after the TTL: the refresh is made and its token replaces the old one.
+    answer("ok");
+    clock.now += FAILURE_TTL_MS;
+    expect((await cache.accessToken(account, account.scopes)).token).toBe("tok-3");
+    expect((cache.accessToken(account, account.scopes) as CachedToken).token).toBe("tok-3");
+  });
+
+  test("inside the refresh window, failed background refreshes are retried once per failure TTL, not per request", async () => {
+    const clock = { now: 0 };
+    const { source, calls, answer } = scriptedSource(clock);
+    const refreshFailed: unknown[] = [];
+    const cache = new TokenCache(source, { now: () => clock.now, events: { refreshFailed: (_k, e) => refreshFailed.push(e) } });
+    await cache.accessToken(account, account.scopes);
+    clock.now = 3600_000 - 280_000;
+    answer(upstreamError("http", false));
+    for (let i = 0; i < 20; i++) {
+      expect((cache.accessToken(account, account.scopes) as CachedToken).token).toBe("tok-1");
+      await Bun.sleep(0);
+    }
+    expect(calls()).toBe(2);
+    expect(refreshFailed).toHaveLength(1);
+  });
+
+  test("a token that is no longer valid is never served: the failure is", async () => {
+    const clock = { now: 0 };
+    const { source, answer } = scriptedSource(clock, 60_000);
+    const cache = new TokenCache(source, { now: () => clock.now });
+    await cache.accessToken(account, account.scopes);
+    clock.now = 59_500; // half a second left
+    answer(upstreamError("refused", true));
+    await expect(Promise.resolve(cache.accessToken(account, account.scopes))).rejects.toThrow("(refused)");
+  });
+});
+
+describe("TokenCache bounds", () => {
+  const instance = {
+    projectId: "",
+    projectNumber: "",
+    instanceId: "",
+    instanceName: "",
+    zone: "",
+    instanceCreationTimestamp: 0,
+    licenseIds: [],
+  };
+  const id = (audience: string) => ({ account, audience, format: "standard" as const, licenses: false, instance });
+
+  test("bytes: long audiences fill the byte budget, not memory; the held bytes stay under it", async () => {
+    const { source } = scriptedSource({ now: Date.now() });
+    const cache = new TokenCache(source, { maxBytes: 1_000_000 });
+    for (let i = 0; i < 500; i++) await cache.idToken(id(`https://${"a".repeat(2000)}/${i}`));
+    expect(cache.bytes).toBeLessThanOrEqual(1_000_000);
+    expect(cache.size).toBeLessThan(500);
+    expect(cache.size).toBeGreaterThan(50); // about 12 KB each: the key twice over (UTF-16), the token four times (and its body)
+  });
+
+  test("CLOCK: an entry in use survives a flood of one-off entries", async () => {
+    const { source } = scriptedSource({ now: Date.now() });
+    const cache = new TokenCache(source, { maxEntries: 100 });
+    const hot = (await cache.idToken(id("https://hot.example"))).token;
+    for (let i = 0; i < 1000; i++) {
+      await cache.idToken(id(`https://cold-${i}.example`));
+      if (i % 50 === 0) expect(cache.idToken(id("https://hot.example"))).toBeInstanceOf(CachedToken);
+    }
+    expect(cache.size).toBeLessThanOrEqual(100);
+    expect((cache.idToken(id("https://hot.example")) as CachedToken).token).toBe(hot);
+  });
+
+  test("clear(kind) gives back the bytes", async () => {
+    const { source } = scriptedSource({ now: Date.now() });
+    const cache = new TokenCache(source);
+    await cache.idToken(id("https://a.example"));
+    await cache.accessToken(account, account.scopes);
+    const both = cache.bytes;
+    cache.clear("identity");
+    expect(cache.bytes).toBeLessThan(both);
+    expect(cache.size).toBe(1);
+    cache.clear();
+    expect(cache.bytes).toBe(0);
+  });
+});
+
 describe("single-flight through HTTP, counted at the fake token endpoint", () => {
   let fake: FakeGoogle;
   let s: Started;
@@ -153,7 +353,7 @@ describe("single-flight through HTTP, counted at the fake token endpoint", () =>
     expect(fake.calls.token).toBe(1);
   });
 
-  test("an upstream failure is a clear 500 and is not cached", async () => {
+  test("a refused exchange (permanent) is a clear 500 and is not cached", async () => {
     fake.reset();
     // A 400 is not retried by the library: exactly one refused exchange.
     fake.failNext("token", 1, 400);

@@ -135,8 +135,13 @@ export interface FakeGoogle extends AsyncDisposable {
   isIssuedAccessToken(token: string): boolean;
   /** What the fake recorded when it issued `token`, or undefined if it never did. */
   tokenInfo(token: string): IssuedAccessToken | undefined;
-  /** Answer the next `count` requests to `endpoint` with `status` and a Google-shaped error body. */
-  failNext(endpoint: FakeEndpoint, count: number, status?: number): void;
+  /**
+   * Answer the next `count` requests to `endpoint` with `status` and a Google-shaped error body (with a
+   * `Retry-After: <retryAfter>` header when given), or, for `"malformed"`, a 200 whose body is cut-off JSON.
+   */
+  failNext(endpoint: FakeEndpoint, count: number, status?: number | "malformed", opts?: { retryAfter?: number }): void;
+  /** Sign the ID tokens it mints with a key of its own that its JWKS does not publish (under the published kid). */
+  signWithWrongKey(on: boolean): void;
   /** Hold every response for `ms` milliseconds (0 turns it off). */
   delay(ms: number): void;
   /** Zero `calls`, clear `requests`, `lastAssertion`, pending failures and delay. Keys and issued tokens stay. */
@@ -161,6 +166,9 @@ interface User {
   refreshToken: string;
   scopes: readonly string[];
 }
+
+/** The body of a `failNext(…, "malformed")` answer. */
+const MALFORMED = Symbol("malformed");
 
 /** A response the handlers throw to short-circuit; `toResponse` renders it. */
 class Reply {
@@ -263,7 +271,9 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
   const issued = new Map<string, IssuedAccessToken>();
   const calls = Object.fromEntries(ENDPOINTS.map((e) => [e, 0])) as Record<FakeEndpoint, number>;
   const requests: RecordedRequest[] = [];
-  const failures = new Map<FakeEndpoint, number[]>();
+  const failures = new Map<FakeEndpoint, Array<{ status: number | "malformed"; retryAfter?: number }>>();
+  const wrongKey = await newSigningKey();
+  let useWrongKey = false;
   let delayMs = 0;
   let lastAssertion: FakeGoogle["lastAssertion"];
 
@@ -283,7 +293,9 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
     const iat = nowSeconds();
     const claims: JWTPayload = { aud: audience, azp: o.emailAzp ? email : id, sub: id, iss: GOOGLE_ISSUER, iat, exp: iat + 3600 };
     if (o.includeEmail) Object.assign(claims, { email, email_verified: true });
-    return new SignJWT(claims).setProtectedHeader({ alg: "RS256", kid: googleKey.kid, typ: "JWT" }).sign(googleKey.privateKey);
+    return new SignJWT(claims)
+      .setProtectedHeader({ alg: "RS256", kid: googleKey.kid, typ: "JWT" })
+      .sign(useWrongKey ? wrongKey.privateKey : googleKey.privateKey);
   };
 
   const systemKey = (email: string) => {
@@ -296,13 +308,13 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
 
   async function token(form: Record<string, unknown>, req: Request): Promise<unknown> {
     const grantType = str(form.grant_type);
-    if (grantType === JWT_BEARER) return jwtBearer(str(form.assertion));
+    if (grantType === JWT_BEARER) return jwtBearer(str(form.assertion), req);
     if (grantType === "refresh_token") return refreshGrant(form, req);
     if (!grantType) throw oauthError(400, "invalid_request", "Missing required parameter: grant_type");
     throw oauthError(400, "unsupported_grant_type", `Invalid grant_type: ${grantType}`);
   }
 
-  async function jwtBearer(assertion: string | undefined): Promise<unknown> {
+  async function jwtBearer(assertion: string | undefined, req: Request): Promise<unknown> {
     if (!assertion) throw oauthError(400, "invalid_request", "Missing required parameter: assertion");
     let header: ProtectedHeaderParameters;
     let claims: JWTPayload;
@@ -327,7 +339,8 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
     ) {
       throw oauthError(400, "invalid_grant", "Invalid JWT Signature.");
     }
-    const audiences = [...GOOGLE_TOKEN_AUDIENCES, `${url}/token`];
+    // Its own token URL, as addressed (a front or proxy before it has another port).
+    const audiences = [...GOOGLE_TOKEN_AUDIENCES, `${url}/token`, `${new URL(req.url).origin}/token`];
     if (typeof claims.aud !== "string" || !audiences.includes(claims.aud)) {
       throw oauthError(400, "invalid_grant", `Invalid JWT: Failed audience check. The right audience is ${GOOGLE_TOKEN_URL}`);
     }
@@ -557,11 +570,16 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
     const bearer = req.headers.get("authorization")?.match(/^Bearer\s+(.+)$/i)?.[1];
     requests.push({ endpoint, method: req.method, path: pathname, body, ...(bearer ? { bearer } : {}) });
     if (delayMs > 0) await Bun.sleep(delayMs);
-    const failure = failures.get(endpoint)?.shift();
-    if (failure !== undefined) {
-      throw endpoint === "token" || endpoint === "sts"
-        ? oauthError(failure, failure >= 500 ? "internal_failure" : "invalid_request", `Injected failure (${failure}).`)
-        : apiError(failure, `Injected failure (${failure}).`);
+    const injected = failures.get(endpoint)?.shift();
+    if (injected !== undefined) {
+      const failure = injected.status;
+      if (failure === "malformed") throw new Reply(200, MALFORMED);
+      const reply =
+        endpoint === "token" || endpoint === "sts"
+          ? oauthError(failure, failure >= 500 ? "internal_failure" : "invalid_request", `Injected failure (${failure}).`)
+          : apiError(failure, `Injected failure (${failure}).`);
+      if (injected.retryAfter !== undefined) Object.assign(reply.headers, { "retry-after": String(injected.retryAfter) });
+      throw reply;
     }
     switch (endpoint) {
       case "token":
@@ -579,7 +597,10 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
     }
   }
 
-  const toResponse = (r: Reply) => Response.json(r.body, { status: r.status, headers: { "cache-control": "no-store", ...r.headers } });
+  const toResponse = (r: Reply) =>
+    r.body === MALFORMED
+      ? new Response('{"access_token": "ya29.cut-off', { status: 200, headers: { "content-type": "application/json" } })
+      : Response.json(r.body, { status: r.status, headers: { "cache-control": "no-store", ...r.headers } });
 
   const server = Bun.serve({
     hostname: "127.0.0.1",
@@ -641,10 +662,13 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
       return !!info && info.expiresAt > Date.now();
     },
     tokenInfo: (t) => issued.get(t),
-    failNext(endpoint, count, status = 500) {
+    failNext(endpoint, count, status = 500, o = {}) {
       const queue = failures.get(endpoint) ?? [];
-      for (let i = 0; i < count; i++) queue.push(status);
+      for (let i = 0; i < count; i++) queue.push({ status, ...(o.retryAfter !== undefined ? { retryAfter: o.retryAfter } : {}) });
       failures.set(endpoint, queue);
+    },
+    signWithWrongKey(on) {
+      useWrongKey = on;
     },
     delay(ms) {
       delayMs = Math.max(0, ms);
@@ -654,6 +678,7 @@ export async function startFakeGoogle(opts: FakeGoogleOptions = {}): Promise<Fak
       requests.length = 0;
       failures.clear();
       delayMs = 0;
+      useWrongKey = false;
       lastAssertion = undefined;
     },
     async stop() {
