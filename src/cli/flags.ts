@@ -93,6 +93,16 @@ export const FLAGS = {
     default: 0,
     help: "most wait_for_change requests held at once, 503 beyond (0: no limit; the live server reportedly allows 500)",
   },
+  upstream: {
+    kind: "string",
+    default: "",
+    help: "serve the tree of another metadata server (http://169.254.169.254 on a VM, or another instance of this one), kept fresh with wait_for_change; -configFile, if given, is a partial overlay merged over it; without a credential flag its tokens are served too",
+  },
+  callers: {
+    kind: "string",
+    default: "",
+    help: 'a JSON file giving callers (by source address) their own view of the tree and accounts: {"callers":[{"match":{"cidr":"10.0.0.5/32"},"overlay":{…}}],"unmatched":"allow"|"deny"}; reloaded when it changes',
+  },
   simulateMaintenance: {
     kind: "string",
     default: "",

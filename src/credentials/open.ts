@@ -26,7 +26,9 @@ export type CredentialSpec =
   /** Workload identity federation from the external_account file in GOOGLE_APPLICATION_CREDENTIALS (`-federate`). */
   | { type: "federated"; iamUrl?: string }
   /** A key held in a TPM, for the config's default account (`-tpm`). */
-  | { type: "tpm"; tpm: TpmOptions; tokenUrl?: string; useOauthToken?: boolean };
+  | { type: "tpm"; tpm: TpmOptions; tokenUrl?: string; useOauthToken?: boolean }
+  /** The token and identity endpoints of another metadata server (`-upstream` without a credential flag). */
+  | { type: "upstream"; url: string };
 
 /** A line to log once the server is up: start-up errors come first and alone. */
 export interface Note {
@@ -133,6 +135,11 @@ export async function openSource(spec: CredentialSpec, ctx: OpenContext): Promis
         ...(spec.useOauthToken || tokenUrl !== GOOGLE_TOKEN_URL ? { tokenURL: tokenUrl } : {}),
       });
       return { source: new TpmSource({ signer, email, tokenUrl, useOauthToken: spec.useOauthToken ?? false }), notes };
+    }
+    case "upstream": {
+      const { UpstreamSource } = await import("./upstream.ts");
+      note("info", "tokens and identity tokens from the upstream metadata server", { url: spec.url });
+      return { source: new UpstreamSource(spec.url), notes };
     }
   }
 }
