@@ -73,7 +73,8 @@ export async function main(argv: string[], env: Record<string, string | undefine
     for (const w of warnings) log.warn(w);
     if (bundled) log.info("no config.json here: serving the bundled default config (project example-project)");
     log.info("metadata server listening", socketPath ? { socket: socketPath, version: VERSION } : { url, version: VERSION });
-    if (options.upstream) log.info("serving the upstream metadata server's tree", { upstream: options.upstream, overlay: options.configFile ?? "none" });
+    if (options.upstream)
+      log.info("serving the upstream metadata server's tree", { upstream: options.upstream, overlay: options.configFile ?? "none" });
     if (options.callersFile) log.info("callers loaded", { file: options.callersFile, callers: server.callerNames.join(",") });
     if (server.metricsUrl)
       log.info("metrics listening", { url: `${server.metricsUrl}${flags.metricsPath}`, health: `${server.metricsUrl}/healthz` });

@@ -39,7 +39,7 @@ export interface CallersSpec {
 
 /** Why certificate matches are refused: said once, in the error and in docs/callers.md. */
 export const CERT_MATCH_UNSUPPORTED =
-  "matching by mTLS client certificate is not supported: Bun.serve does not hand a request's peer certificate to its handler (oven-sh/bun#14097), so the subject and SAN cannot be read; match by \"cidr\" instead";
+  'matching by mTLS client certificate is not supported: Bun.serve does not hand a request\'s peer certificate to its handler (oven-sh/bun#14097), so the subject and SAN cannot be read; match by "cidr" instead';
 
 const shapeError = (source: string, at: string, what: string) => new ConfigError("CONFIG_SHAPE", `${source}: ${at}: ${what}`);
 
@@ -56,9 +56,11 @@ function parseMatch(v: JsonValue | undefined, source: string, at: string): Cidr 
     if (v[cert] !== undefined) throw new ConfigError("CONFIG_NOT_SUPPORTED", `${source}: ${jsonPath(at, cert)}: ${CERT_MATCH_UNSUPPORTED}`);
   }
   const text = v.cidr;
-  if (typeof text !== "string") throw shapeError(source, jsonPath(at, "cidr"), 'missing or not a string; give a range such as "10.0.0.5/32"');
+  if (typeof text !== "string")
+    throw shapeError(source, jsonPath(at, "cidr"), 'missing or not a string; give a range such as "10.0.0.5/32"');
   const cidr = Cidr.parse(text);
-  if (!cidr) throw shapeError(source, jsonPath(at, "cidr"), `${JSON.stringify(text)} is not an address range such as "10.0.0.5/32" or "fd00::/64"`);
+  if (!cidr)
+    throw shapeError(source, jsonPath(at, "cidr"), `${JSON.stringify(text)} is not an address range such as "10.0.0.5/32" or "fd00::/64"`);
   return cidr;
 }
 
@@ -76,9 +78,14 @@ export function callersFromDocument(doc: JsonValue, source: string): CallersSpec
     onlyKeys(entry, ["name", "match", "overlay"], source, at);
     const cidr = parseMatch(entry.match, source, `${at}.match`);
     const overlay = entry.overlay ?? Object.create(null);
-    if (!isJsonObject(overlay)) throw shapeError(source, `${at}.overlay`, "expected an object in the config file's naming, without computeMetadata.v1");
+    if (!isJsonObject(overlay))
+      throw shapeError(source, `${at}.overlay`, "expected an object in the config file's naming, without computeMetadata.v1");
     if (overlay.computeMetadata !== undefined)
-      throw shapeError(source, `${at}.overlay.computeMetadata`, "leave out the computeMetadata.v1 wrapper: the overlay starts at instance, project, …");
+      throw shapeError(
+        source,
+        `${at}.overlay.computeMetadata`,
+        "leave out the computeMetadata.v1 wrapper: the overlay starts at instance, project, …",
+      );
     const name = typeof entry.name === "string" && entry.name !== "" ? entry.name : cidr.text;
     return { at, name, cidr, overlay };
   });

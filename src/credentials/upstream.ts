@@ -83,7 +83,8 @@ export class UpstreamSource implements CredentialSource {
       );
     }
     if (r.status !== 200 || !r.flavor) {
-      const hint = r.status === 404 ? " (the upstream has no such account: give a local credential source for accounts only the overlay names)" : "";
+      const hint =
+        r.status === 404 ? " (the upstream has no such account: give a local credential source for accounts only the overlay names)" : "";
       throw new CredentialError(
         "UPSTREAM_REFUSED",
         `the upstream metadata server ${this.base} answered ${r.status} to the request for ${what} for ${email}: ${firstLine(r.body)}${hint}`,

@@ -113,7 +113,9 @@ export class Callers implements CallerSelector {
       try {
         next = this.compile(p.spec, served, this.source);
       } catch (e) {
-        this.options.log.error(`caller ${p.spec.name}: its overlay no longer applies, still serving its last tree: ${(e as Error).message}`);
+        this.options.log.error(
+          `caller ${p.spec.name}: its overlay no longer applies, still serving its last tree: ${(e as Error).message}`,
+        );
         continue;
       }
       p.view.snapshot = next;

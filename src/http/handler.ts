@@ -14,7 +14,17 @@ import {
   TEXT,
 } from "../metadata/snapshot.ts";
 import { CachedToken, type TokenCache } from "../credentials/token-cache.ts";
-import { badRequest, callerDenied, forwarded, guestAttributesDisabled, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
+import {
+  badRequest,
+  callerDenied,
+  forwarded,
+  guestAttributesDisabled,
+  methodNotAllowed,
+  missingFlavor,
+  notFound,
+  plain,
+  redirect,
+} from "./pages.ts";
 import { flag, parseQuery, type Params } from "./query.ts";
 import { normalisePath, pathAndQuery, splitUrl } from "../metadata/path.ts";
 import { redact, type Logger } from "../log.ts";
