@@ -118,7 +118,11 @@ describe("the upstream's tree with the config laid over it", () => {
   });
 
   test("with a local credential source the tokens are its own", async () => {
-    const local = new MetadataServer({ serverConfig: { port: 0 }, upstream: upstream.url, credentials: { accessToken: "ya29.local-static" } });
+    const local = new MetadataServer({
+      serverConfig: { port: 0 },
+      upstream: upstream.url,
+      credentials: { accessToken: "ya29.local-static" },
+    });
     await local.start();
     try {
       const r = (await (await get(local, "instance/service-accounts/default/token")).json()) as { access_token: string };
@@ -176,7 +180,10 @@ describe("command line", () => {
       const theirs = (await (await get(upstream, "instance/service-accounts/default/token")).json()) as { access_token: string };
       expect(mine.access_token).toBe(theirs.access_token);
       expect(cli.log()).toContain(`tokens and identity tokens from the upstream metadata server url=${upstream.url}`);
-      expect(cli.log()).toContain(`serving the upstream metadata server's tree upstream=${upstream.url} overlay=${overlayFile}`);
+      await until(
+        () => cli.log().includes(`serving the upstream metadata server's tree upstream=${upstream.url} overlay=${overlayFile}`),
+        5000,
+      );
       expect(cli.log()).not.toContain("bundled");
     } finally {
       await cli.stop();
