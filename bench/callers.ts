@@ -48,7 +48,12 @@ function parseArgs(argv: string[]) {
 }
 
 async function start(args: string[], cwd: string, root = ROOT): Promise<string> {
-  const proc = Bun.spawn([BUN, join(root, "src/cli.ts"), "-port", ":0", ...args], { cwd, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const proc = Bun.spawn([BUN, join(root, "src/cli.ts"), "-port", ":0", ...args], {
+    cwd,
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "pipe",
+  });
   running.push(proc);
   const reader = proc.stderr.getReader();
   const decoder = new TextDecoder();
@@ -95,7 +100,9 @@ const callers = (cidr: string) =>
         overlay: {
           instance: {
             hostname: "pod.example",
-            serviceAccounts: { default: { email: "pod@example-project.iam.gserviceaccount.com", scopes: ["https://www.googleapis.com/auth/cloud-platform"] } },
+            serviceAccounts: {
+              default: { email: "pod@example-project.iam.gserviceaccount.com", scopes: ["https://www.googleapis.com/auth/cloud-platform"] },
+            },
           },
         },
       },
@@ -123,16 +130,24 @@ async function main(argv: string[]): Promise<number> {
       // That revision's sources beside this checkout's node_modules.
       const tree = join(cwd, "before");
       await mkdir(tree, { recursive: true });
-      const archive = Bun.spawnSync(["bash", "-c", `git -C ${JSON.stringify(ROOT)} archive ${o.before} src config.json package.json | tar -x -C ${JSON.stringify(tree)}`]);
+      const archive = Bun.spawnSync([
+        "bash",
+        "-c",
+        `git -C ${JSON.stringify(ROOT)} archive ${o.before} src config.json package.json | tar -x -C ${JSON.stringify(tree)}`,
+      ]);
       if (archive.exitCode !== 0) throw new Error(`git archive ${o.before}: ${archive.stderr.toString()}`);
       await symlink(join(ROOT, "node_modules"), join(tree, "node_modules"));
       targets.push({ name: "before", url: await start([], cwd, tree) });
     }
     // The matched caller really is served its own tree.
     const email = async (url: string) =>
-      (await fetch(`${url}/computeMetadata/v1/instance/service-accounts/default/email`, { headers: { "Metadata-Flavor": "Google" } })).text();
-    if ((await email(targets[2]!.url)) !== "pod@example-project.iam.gserviceaccount.com") throw new Error("matched: not the caller's account");
-    if ((await email(targets[1]!.url)) === "pod@example-project.iam.gserviceaccount.com") throw new Error("unmatched: the caller's account");
+      (
+        await fetch(`${url}/computeMetadata/v1/instance/service-accounts/default/email`, { headers: { "Metadata-Flavor": "Google" } })
+      ).text();
+    if ((await email(targets[2]!.url)) !== "pod@example-project.iam.gserviceaccount.com")
+      throw new Error("matched: not the caller's account");
+    if ((await email(targets[1]!.url)) === "pod@example-project.iam.gserviceaccount.com")
+      throw new Error("unmatched: the caller's account");
     console.log(`wrk -t1 -c${o.connections}, ${o.rounds} rounds x ${o.duration} s per path and server, from 127.0.0.1`);
     for (const t of targets) for (const p of PATHS) await wrk(t.url + p.path, 1, o.connections);
     const rps = new Map<string, number[]>();
@@ -152,11 +167,18 @@ async function main(argv: string[]): Promise<number> {
       const of = (name: string) => rps.get(`${name} ${p.path}`)!;
       const ratio = (a: string, b: string) => median(of(a).map((x, i) => x / of(b)[i]!));
       console.log(`\n${p.name}`);
-      for (const t of targets) console.log(`  ${t.name.padEnd(10)} ${median(of(t.name)).toFixed(0).padStart(7)} req/s   rounds: ${of(t.name).map((x) => x.toFixed(0)).join(" ")}`);
+      for (const t of targets)
+        console.log(
+          `  ${t.name.padEnd(10)} ${median(of(t.name)).toFixed(0).padStart(7)} req/s   rounds: ${of(t.name)
+            .map((x) => x.toFixed(0))
+            .join(" ")}`,
+        );
       const mu = ratio("matched", "unmatched");
       const un = ratio("unmatched", "none");
       if (p === PATHS[0] && mu < 0.95) ok = false;
-      console.log(`  matched / unmatched ${mu.toFixed(3)}x (target >= 0.95x)   unmatched / none ${un.toFixed(3)}x   matched / none ${ratio("matched", "none").toFixed(3)}x`);
+      console.log(
+        `  matched / unmatched ${mu.toFixed(3)}x (target >= 0.95x)   unmatched / none ${un.toFixed(3)}x   matched / none ${ratio("matched", "none").toFixed(3)}x`,
+      );
       if (o.before) console.log(`  none / before ${ratio("none", "before").toFixed(3)}x (no -callers, against ${o.before})`);
     }
     return ok ? 0 : 1;

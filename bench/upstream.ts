@@ -45,7 +45,11 @@ async function start(args: string[]): Promise<string> {
 }
 
 const put = async (upstream: string, value: string) => {
-  const r = await fetch(`${upstream}/emulator/v1/metadata/instance/attributes/bench`, { method: "PUT", headers: H, body: JSON.stringify(value) });
+  const r = await fetch(`${upstream}/emulator/v1/metadata/instance/attributes/bench`, {
+    method: "PUT",
+    headers: H,
+    body: JSON.stringify(value),
+  });
   if (r.status !== 200) throw new Error(`control API: ${r.status} ${await r.text()}`);
 };
 

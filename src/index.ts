@@ -410,7 +410,8 @@ export class MetadataServer {
       const state = this.state;
       // Observation wraps the handler only when metrics or per-request logs are on; otherwise nothing is added.
       const fetch = instrument(createFetch(state, this.options.controlApi ? { control: this } : {}), {
-        snapshot: () => state.snapshot,
+        // A caller's own account paths are labelled from its own snapshot.
+        snapshot: (req, server) => (state.callers?.select(req, server) ?? state).snapshot,
         metrics: recorder,
         log: state.log,
         routeBeside: routeMatcher(APP_ROUTES),

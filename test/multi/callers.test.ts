@@ -172,6 +172,23 @@ describe('"unmatched": "allow", and the command line', () => {
     }
   });
 
+  test("metrics label a caller's own account paths by their template", async () => {
+    const server = new MetadataServer({ serverConfig: { port: 0, metrics: { port: 0 } }, callers: callersDoc("deny") });
+    await server.start();
+    try {
+      for (const path of [`instance/service-accounts/${A}/token`, `instance/service-accounts/${A}/email`]) {
+        expect((await from("127.0.0.2", server.url, V1 + path)).status).toBe(200);
+      }
+      const text = await (await fetch(`${server.metricsUrl}/metrics`)).text();
+      const requests = text.split("\n").filter((l) => l.startsWith("metadata_endpoint_path_requests{"));
+      expect(requests.some((l) => l.includes(`path="${V1}instance/service-accounts/{account}/token"`))).toBe(true);
+      expect(requests.some((l) => l.includes(`path="${V1}instance/service-accounts/{account}/email"`))).toBe(true);
+      expect(requests.filter((l) => l.includes('path="{other}"'))).toEqual([]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   test("-callers FILE", async () => {
     writeFileSync(file, JSON.stringify(callersDoc("deny")));
     const cli = await serveCli(["-callers", file]);
