@@ -237,6 +237,7 @@ export function parseGoFlags<T extends Record<string, FlagSpec>>(argv: readonly 
 
 export function usage(program = "gce_metadata_server", table: Record<string, FlagSpec> = FLAGS): string {
   let s = `Usage of ${program}:\n`;
+  if (table === FLAGS) s += "  (subcommands: capture, env, doctor; gce_metadata_server <command> -h for theirs)\n";
   for (const [name, spec] of Object.entries(table) as [string, FlagSpec][]) {
     const type = spec.kind === "bool" ? "" : ` ${spec.kind === "int" ? "int" : "string"}`;
     s += `  -${name}${type}\n    \t${spec.help}`;

@@ -14,17 +14,8 @@ import {
   TEXT,
 } from "../metadata/snapshot.ts";
 import { CachedToken, type TokenCache } from "../credentials/token-cache.ts";
-import {
-  badRequest,
-  callerDenied,
-  forwarded,
-  guestAttributesDisabled,
-  methodNotAllowed,
-  missingFlavor,
-  notFound,
-  plain,
-  redirect,
-} from "./pages.ts";
+import { badRequest, forwarded, guestAttributesDisabled, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
+import { callerDenied } from "./pages.ts";
 import { flag, parseQuery, type Params } from "./query.ts";
 import { normalisePath, pathAndQuery, splitUrl } from "../metadata/path.ts";
 import { redact, type Logger } from "../log.ts";
