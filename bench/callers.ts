@@ -16,6 +16,7 @@
  * Each round measures the three back to back, in an order that flips every round, after a warm-up; the printed
  * ratios are medians of the per-round ratios (matched/unmatched is judged against 0.95x).
  */
+import { readFileSync } from "node:fs";
 import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -47,7 +48,7 @@ function parseArgs(argv: string[]) {
   return o;
 }
 
-async function start(args: string[], cwd: string, root = ROOT): Promise<string> {
+async function start(args: string[], cwd: string, root = ROOT): Promise<{ url: string; pid: number }> {
   const proc = Bun.spawn([BUN, join(root, "src/cli.ts"), "-port", ":0", ...args], {
     cwd,
     stdin: "ignore",
@@ -68,13 +69,30 @@ async function start(args: string[], cwd: string, root = ROOT): Promise<string> 
       void (async () => {
         while (!(await reader.read()).done);
       })().catch(() => {});
-      return m[1]!;
+      return { url: m[1]!, pid: proc.pid };
     }
   }
   throw new Error(`the server did not start:\n${text}`);
 }
 
-async function wrk(url: string, seconds: number, connections: number): Promise<number> {
+/** CPU ticks (user + system) a process has used; /proc counts 100 per second. */
+function cpuTicks(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+interface Sample {
+  rps: number;
+  /** Server CPU per request (µs): less disturbed by a busy machine than req/s. */
+  cpuUs: number;
+}
+
+async function wrk(url: string, seconds: number, connections: number, pid: number): Promise<Sample> {
+  const t0 = cpuTicks(pid);
   const p = Bun.spawn(["wrk", "-t1", `-c${connections}`, `-d${seconds}s`, "--latency", "-H", "Metadata-Flavor: Google", url], {
     stdout: "pipe",
     stderr: "pipe",
@@ -83,7 +101,7 @@ async function wrk(url: string, seconds: number, connections: number): Promise<n
   if (code !== 0) throw new Error(`wrk failed (${code}): ${err}${out}`);
   const r = parseWrk(out);
   if (r.non2xx > 0) throw new Error(`${url}: ${r.non2xx} non-2xx answers under load`);
-  return r.rps;
+  return { rps: r.rps, cpuUs: ((cpuTicks(pid) - t0) * 10_000) / r.requests };
 }
 
 const median = (xs: number[]): number => {
@@ -122,9 +140,9 @@ async function main(argv: string[]): Promise<number> {
     await writeFile(join(cwd, "matched.json"), callers("127.0.0.1/32"));
     await writeFile(join(cwd, "unmatched.json"), callers("10.0.0.0/8"));
     const targets = [
-      { name: "none", url: await start([], cwd) },
-      { name: "unmatched", url: await start(["-callers", join(cwd, "unmatched.json")], cwd) },
-      { name: "matched", url: await start(["-callers", join(cwd, "matched.json")], cwd) },
+      { name: "none", ...(await start([], cwd)) },
+      { name: "unmatched", ...(await start(["-callers", join(cwd, "unmatched.json")], cwd)) },
+      { name: "matched", ...(await start(["-callers", join(cwd, "matched.json")], cwd)) },
     ];
     if (o.before) {
       // That revision's sources beside this checkout's node_modules.
@@ -137,7 +155,7 @@ async function main(argv: string[]): Promise<number> {
       ]);
       if (archive.exitCode !== 0) throw new Error(`git archive ${o.before}: ${archive.stderr.toString()}`);
       await symlink(join(ROOT, "node_modules"), join(tree, "node_modules"));
-      targets.push({ name: "before", url: await start([], cwd, tree) });
+      targets.push({ name: "before", ...(await start([], cwd, tree)) });
     }
     // The matched caller really is served its own tree.
     const email = async (url: string) =>
@@ -149,15 +167,15 @@ async function main(argv: string[]): Promise<number> {
     if ((await email(targets[1]!.url)) === "pod@example-project.iam.gserviceaccount.com")
       throw new Error("unmatched: the caller's account");
     console.log(`wrk -t1 -c${o.connections}, ${o.rounds} rounds x ${o.duration} s per path and server, from 127.0.0.1`);
-    for (const t of targets) for (const p of PATHS) await wrk(t.url + p.path, 1, o.connections);
-    const rps = new Map<string, number[]>();
+    for (const t of targets) for (const p of PATHS) await wrk(t.url + p.path, 1, o.connections, t.pid);
+    const rps = new Map<string, Sample[]>();
     for (let round = 0; round < o.rounds; round++) {
       for (const p of PATHS) {
         const order = round % 2 ? [...targets].reverse() : targets;
         for (const t of order) {
           const k = `${t.name} ${p.path}`;
           if (!rps.has(k)) rps.set(k, []);
-          rps.get(k)!.push(await wrk(t.url + p.path, o.duration, o.connections));
+          rps.get(k)!.push(await wrk(t.url + p.path, o.duration, o.connections, t.pid));
         }
       }
       process.stdout.write(`  round ${round + 1}/${o.rounds} done\n`);
@@ -165,21 +183,26 @@ async function main(argv: string[]): Promise<number> {
     let ok = true;
     for (const p of PATHS) {
       const of = (name: string) => rps.get(`${name} ${p.path}`)!;
-      const ratio = (a: string, b: string) => median(of(a).map((x, i) => x / of(b)[i]!));
+      // Per-round pairs cancel slow drift; throughput from CPU per request (b/a) is what a busy machine disturbs least.
+      const ratio = (a: string, b: string) => median(of(a).map((x, i) => x.rps / of(b)[i]!.rps));
+      const cpuRatio = (a: string, b: string) => median(of(a).map((x, i) => of(b)[i]!.cpuUs / x.cpuUs));
+      const both = (a: string, b: string) => `${ratio(a, b).toFixed(3)}x req/s, ${cpuRatio(a, b).toFixed(3)}x by CPU/req`;
       console.log(`\n${p.name}`);
-      for (const t of targets)
+      for (const t of targets) {
+        const xs = of(t.name);
         console.log(
-          `  ${t.name.padEnd(10)} ${median(of(t.name)).toFixed(0).padStart(7)} req/s   rounds: ${of(t.name)
-            .map((x) => x.toFixed(0))
-            .join(" ")}`,
+          `  ${t.name.padEnd(10)} ${median(xs.map((x) => x.rps))
+            .toFixed(0)
+            .padStart(
+              7,
+            )} req/s   ${median(xs.map((x) => x.cpuUs)).toFixed(2)} us CPU/req   rounds: ${xs.map((x) => x.rps.toFixed(0)).join(" ")}`,
         );
-      const mu = ratio("matched", "unmatched");
-      const un = ratio("unmatched", "none");
-      if (p === PATHS[0] && mu < 0.95) ok = false;
-      console.log(
-        `  matched / unmatched ${mu.toFixed(3)}x (target >= 0.95x)   unmatched / none ${un.toFixed(3)}x   matched / none ${ratio("matched", "none").toFixed(3)}x`,
-      );
-      if (o.before) console.log(`  none / before ${ratio("none", "before").toFixed(3)}x (no -callers, against ${o.before})`);
+      }
+      if (p === PATHS[0] && cpuRatio("matched", "unmatched") < 0.95) ok = false;
+      console.log(`  matched / unmatched   ${both("matched", "unmatched")}   (target >= 0.95x)`);
+      console.log(`  unmatched / none      ${both("unmatched", "none")}`);
+      console.log(`  matched / none        ${both("matched", "none")}`);
+      if (o.before) console.log(`  none / before         ${both("none", "before")}   (no -callers, against ${o.before})`);
     }
     return ok ? 0 : 1;
   } finally {
