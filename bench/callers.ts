@@ -14,7 +14,9 @@
  * see whether `none` got slower than it was.
  *
  * Each round measures the three back to back, in an order that flips every round, after a warm-up; the printed
- * ratios are medians of the per-round ratios (matched/unmatched is judged against 0.95x).
+ * ratios are medians of the per-round ratios (matched/unmatched is judged against 0.95x). Then one more server runs
+ * both: its callers file is switched between a matched and an unmatched entry before each run, which keeps the
+ * scheduler's treatment of separate processes on a busy machine out of that comparison.
  */
 import { readFileSync } from "node:fs";
 import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
@@ -204,6 +206,34 @@ async function main(argv: string[]): Promise<number> {
       console.log(`  matched / none        ${both("matched", "none")}`);
       if (o.before) console.log(`  none / before         ${both("none", "before")}   (no -callers, against ${o.before})`);
     }
+
+    // One process for both: the callers file is switched between matched and unmatched before each run, so the
+    // scheduler's treatment of separate processes on a busy machine is out of the comparison.
+    const switchFile = join(cwd, "switch.json");
+    await writeFile(switchFile, callers("10.0.0.0/8"));
+    const one = await start(["-callers", switchFile], cwd);
+    const until = async (want: boolean) => {
+      for (let i = 0; i < 500; i++) {
+        if (((await email(one.url)) === "pod@example-project.iam.gserviceaccount.com") === want) return;
+        await Bun.sleep(10);
+      }
+      throw new Error("the callers file was not reloaded");
+    };
+    const leaf = PATHS[0]!;
+    const switched = { matched: [] as Sample[], unmatched: [] as Sample[] };
+    for (let round = 0; round < o.rounds; round++) {
+      for (const matched of round % 2 ? [false, true] : [true, false]) {
+        await writeFile(switchFile, callers(matched ? "127.0.0.1/32" : "10.0.0.0/8"));
+        await until(matched);
+        if (round === 0) await wrk(one.url + leaf.path, 1, o.connections, one.pid);
+        switched[matched ? "matched" : "unmatched"].push(await wrk(one.url + leaf.path, o.duration, o.connections, one.pid));
+      }
+    }
+    const sw = (f: (m: Sample, u: Sample) => number) => median(switched.matched.map((m, i) => f(m, switched.unmatched[i]!)));
+    console.log(`\n${leaf.name}, one server, the callers file switched between runs`);
+    console.log(
+      `  matched / unmatched   ${sw((m, u) => m.rps / u.rps).toFixed(3)}x req/s, ${sw((m, u) => u.cpuUs / m.cpuUs).toFixed(3)}x by CPU/req   (target >= 0.95x)`,
+    );
     return ok ? 0 : 1;
   } finally {
     for (const p of running) p.kill();
