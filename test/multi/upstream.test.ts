@@ -161,6 +161,38 @@ describe("an upstream that goes away", () => {
     }
   }, 40_000);
 
+  test("an upstream that does not hold waits is polled once a second; its changes still show through", async () => {
+    const c = config();
+    let project = "polled-1";
+    let requests = 0;
+    const fake = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch(req) {
+        const headers = { "Metadata-Flavor": "Google", "Content-Type": "application/json" };
+        if (!req.url.includes("recursive=true")) return new Response("not here", { status: 404, headers });
+        requests++;
+        c.computeMetadata.v1.project.projectId = project;
+        return new Response(JSON.stringify(c.computeMetadata.v1), { headers });
+      },
+    });
+    const local = new MetadataServer({ serverConfig: { port: 0 }, upstream: `http://127.0.0.1:${fake.port}` });
+    await local.start();
+    try {
+      expect(await text(local, "project/project-id")).toBe("polled-1");
+      // The fake answers 404 for universe-domain: the copy answers what clients assume then.
+      expect(await text(local, "universe/universe-domain")).toBe("googleapis.com");
+      const before = requests;
+      await Bun.sleep(2500);
+      expect(requests - before).toBeLessThanOrEqual(4);
+      project = "polled-2";
+      await until(() => local.get("project/project-id") === "polled-2", 5000);
+    } finally {
+      await local.stop();
+      await fake.stop(true);
+    }
+  });
+
   test("an upstream that cannot be read at start is an error naming it", async () => {
     const s = new MetadataServer({ serverConfig: { port: 0 }, upstream: "http://127.0.0.1:1" });
     const e = await s.start().catch((x) => x);
