@@ -53,7 +53,8 @@ export async function main(argv: string[], env: Record<string, string | undefine
   let preemption: import("./events/lifecycle.ts").PreemptionSpec | undefined;
   let options: import("./index.ts").MetadataServerOptions;
   // The Go emulator reads ./config.json by default; without one we serve the bundled VM so a first run just works.
-  const bundled = !flags.explicit.has("configFile") && !(await Bun.file(flags.configFile).exists());
+  // With -upstream there is no bundled VM: the upstream's tree is served.
+  const bundled = !flags.upstream && !flags.explicit.has("configFile") && !(await Bun.file(flags.configFile).exists());
   try {
     options = { ...serverOptions(flags, env, bundled), serverConfig: listenerConfig(flags, warn) };
     if (flags.simulateMaintenance || flags.simulatePreemption) {
@@ -77,6 +78,9 @@ export async function main(argv: string[], env: Record<string, string | undefine
     for (const w of warnings) log.warn(w);
     if (bundled) log.info("no config.json here: serving the bundled default config (project example-project)");
     log.info("metadata server listening", socketPath ? { socket: socketPath, version: VERSION } : { url, version: VERSION });
+    if (options.upstream)
+      log.info("serving the upstream metadata server's tree", { upstream: options.upstream, overlay: options.configFile ?? "none" });
+    if (options.callersFile) log.info("callers loaded", { file: options.callersFile, callers: server.callerNames.join(",") });
     if (server.metricsUrl)
       log.info("metrics listening", { url: `${server.metricsUrl}${flags.metricsPath}`, health: `${server.metricsUrl}/healthz` });
     if (flags.controlAPI)

@@ -27,6 +27,10 @@ export type ConfigErrorCode =
   | "CONFIG_NO_DEFAULT_ACCOUNT"
   /** Nested deeper than the parser allows. */
   | "CONFIG_TOO_DEEP"
+  /** Another metadata server (`-upstream`, `capture -source`) could not be read, or did not answer as one. */
+  | "CONFIG_UPSTREAM"
+  /** A setting this server cannot honour here (the message says why and what works instead). */
+  | "CONFIG_NOT_SUPPORTED"
   | EditErrorCode;
 
 export type EditErrorCode =
@@ -69,7 +73,11 @@ export type CredentialErrorCode =
   /** The credential source did not answer within the upstream deadline. */
   | "UPSTREAM_TIMEOUT"
   /** The issuer key file exists but anyone other than its owner may write it, or another user owns it. */
-  | "ISSUER_KEY_UNSAFE";
+  | "ISSUER_KEY_UNSAFE"
+  /** The upstream metadata server (`-upstream`) cannot be reached for a token. */
+  | "UPSTREAM_UNREACHABLE"
+  /** The upstream metadata server refused a token request or answered something that is not a token. */
+  | "UPSTREAM_REFUSED";
 
 /** A credential source could not be opened or could not produce a token. */
 export class CredentialError extends MetadataError<CredentialErrorCode> {}

@@ -15,6 +15,7 @@ import defaultConfigText from "../config.json" with { type: "text" };
 import { ChangeHub } from "./changes/hub.ts";
 import { parseConfigText } from "./config/claims.ts";
 import { ConfigStore, type ReloadStats } from "./config/store.ts";
+import type { UpstreamWatch } from "./config/upstream.ts";
 import type { ConfigWatcher } from "./config/watch.ts";
 import { EmulatedIssuer } from "./credentials/emulated.ts";
 import { type CredentialSpec, isCredentialSpec, type Note, openSource } from "./credentials/open.ts";
@@ -25,12 +26,15 @@ import { type Environment, readEnvironment } from "./environment.ts";
 import { ConfigError, CredentialError, UpstreamError, UsageError } from "./errors.ts";
 import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSpec } from "./events/lifecycle.ts";
 import { createFetch } from "./http/app.ts";
+import type { Callers } from "./http/callers.ts";
 import { createGuestWrites } from "./http/guest.ts";
 import type { ServingState } from "./http/handler.ts";
 import { parsePort } from "./address.ts";
 import { type ListenTarget, listen, type TlsFiles } from "./http/listen.ts";
 import { APP_ROUTES, routeMatcher } from "./http/routes.ts";
+import { fromPlain } from "./json.ts";
 import { asLogger, type Logger, type LoggerLike, silentLogger } from "./log.ts";
+import { metadataBaseUrl } from "./metadata/client.ts";
 import type { Snapshot } from "./metadata/snapshot.ts";
 import { fanOut, Metrics, type MetricsHooks, NO_METRICS } from "./observability/metrics.ts";
 import { type MetricsListenOptions, serveMetrics } from "./observability/metrics-server.ts";
@@ -117,6 +121,16 @@ export interface MetadataServerOptions {
    * included; past it the request is answered 503 (`-upstreamTimeout`; default 10 s).
    */
   upstreamTimeoutMs?: number;
+  /**
+   * Another metadata server to serve the tree of (`-upstream`): `http://169.254.169.254` on a VM, or another
+   * instance of this server. `configFile` or `claims`, if given, is a partial overlay merged over it key by key.
+   * Without `credentials`, token and identity requests go through to it. See docs/upstream.md.
+   */
+  upstream?: string;
+  /** A callers file (`-callers`): a view of the tree, and accounts, per caller address. See docs/callers.md. */
+  callersFile?: string;
+  /** A callers document, instead of `callersFile` (`{"callers":[…],"unmatched":"allow"}`). */
+  callers?: object;
 }
 
 /** The longest `upstreamTimeoutMs`: a token request's connection is kept open this long plus a margin. */
@@ -149,6 +163,14 @@ export class MetadataServer {
   /** A credential spec still to be opened by start(). */
   private pending: CredentialSpec | undefined;
   private watcher: ConfigWatcher | undefined;
+  /** `-upstream`: the other server's base URL, and the watch that keeps its tree fresh once started. */
+  private readonly upstreamUrl: string | undefined;
+  private upstreamWatch: UpstreamWatch | undefined;
+  /** `-callers`: the per-caller views, once loaded, and the watcher of their file. */
+  private callers: Callers | undefined;
+  private callersWatcher: ConfigWatcher | undefined;
+  private callersText: string | undefined;
+  private readonly createdAt: number;
 
   constructor(options: MetadataServerOptions = {}) {
     this.options = options;
@@ -161,6 +183,8 @@ export class MetadataServer {
         "a unix socket (-domainsocket) and mTLS (-usemTLS) cannot be combined: the Go emulator serves plain HTTP on the socket; choose one",
       );
     }
+    this.upstreamUrl = options.upstream === undefined ? undefined : metadataBaseUrl(options.upstream, "the upstream metadata server");
+    this.createdAt = options.instanceCreationTimestamp ?? Math.floor(Date.now() / 1000);
     this.metricsRecorder = sc.metrics ? new Metrics({ version: VERSION }) : undefined;
     const upstreamTimeoutMs = options.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS;
     if (!(upstreamTimeoutMs > 0 && upstreamTimeoutMs <= MAX_UPSTREAM_TIMEOUT_MS)) {
@@ -182,7 +206,9 @@ export class MetadataServer {
     this.tokenEvents = fanOut(fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents), failureLog);
 
     // Static tokens: the environment's, then the library's own (which win), laid over the source once.
-    const c = options.credentials;
+    // With an upstream and no credentials of its own, the upstream's token endpoints are the source.
+    const c: MetadataServerOptions["credentials"] =
+      options.credentials ?? (this.upstreamUrl ? { type: "upstream", url: this.upstreamUrl } : undefined);
     const given = c && !isCredentialSpec(c) && typeof (c as CredentialSource).accessToken !== "function" ? (c as StaticTokens) : {};
     this.staticTokens = {
       ...given,
@@ -206,7 +232,7 @@ export class MetadataServer {
         requireDefaultAccount: options.requireDefaultAccount ?? false,
         ...(options.configFile ? { source: options.configFile } : {}),
       },
-      instanceCreationTimestamp: options.instanceCreationTimestamp ?? Math.floor(Date.now() / 1000),
+      instanceCreationTimestamp: this.createdAt,
       onSwap: (next, previous) => this.swapped(next, previous),
       onReload: (ok) => (ok ? this.metrics.reloads.succeeded() : this.metrics.reloads.failed()),
       log: this.log,
@@ -233,7 +259,8 @@ export class MetadataServer {
       log: this.log,
     });
     // Without a file the config is known now, so a library user can read and edit it before start().
-    if (options.configFile === undefined) {
+    // (With an upstream, it is known once start() has read the upstream's tree.)
+    if (options.configFile === undefined && this.upstreamUrl === undefined) {
       this.store.loadDocument(options.claims ?? (parseConfigText(DEFAULT_CONFIG_TEXT, "default config") as object));
     }
   }
@@ -251,6 +278,7 @@ export class MetadataServer {
     // Full ID tokens carry instance and project facts: drop the ones minted from facts that changed.
     if (previous && JSON.stringify(previous.identity) !== JSON.stringify(next.identity)) this.state.tokens.clear("identity");
     this.changes.publish(next);
+    this.callers?.rebuild(next);
     this.metricsRecorder?.serviceAccount(this.defaultEmail());
   }
 
@@ -322,6 +350,33 @@ export class MetadataServer {
     return this.store.applyConfigText(text, this.options.configFile ?? "config");
   }
 
+  /**
+   * Apply callers-file text as its watcher does: a valid file goes live (every caller compiled), an invalid one is
+   * logged in one line and the callers in force stay. False also when the server runs without callers.
+   */
+  async applyCallersText(text: string): Promise<boolean> {
+    const callers = this.callers;
+    const file = this.options.callersFile ?? "callers";
+    if (!callers) return false;
+    try {
+      const { parseCallersText } = await import("./config/callers.ts");
+      callers.install(parseCallersText(text, file), this.store.current);
+    } catch (e) {
+      this.log.error(`callers reload failed, still serving the last good callers: ${(e as Error).message}`);
+      return false;
+    }
+    this.callersText = text;
+    // Full ID tokens carry the caller's instance facts, which may have changed.
+    this.state.tokens.clear("identity");
+    this.log.info("callers reloaded", { file, callers: callers.names.join(",") });
+    return true;
+  }
+
+  /** The callers in force (`-callers`), by name; empty without callers. */
+  get callerNames(): string[] {
+    return this.callers?.names ?? [];
+  }
+
   /** Schedule a simulated host maintenance event (see events/lifecycle.ts). */
   simulateMaintenance(spec: MaintenanceSpec): LifecycleEvent {
     return this.lifecycle.scheduleMaintenance(spec);
@@ -347,7 +402,13 @@ export class MetadataServer {
     try {
       // Metrics first, so /readyz answers (not ready) while the config loads and the credentials open.
       if (recorder && !this.metricsServer) this.metricsServer = serveMetrics(recorder, sc.metrics!, () => this.notReady());
-      if (!this.store.snapshot) await this.store.loadFile(this.options.configFile!);
+      if (this.upstreamUrl && !this.upstreamWatch) await this.readUpstream(this.upstreamUrl);
+      if (!this.store.snapshot) {
+        if (this.options.configFile) await this.store.loadFile(this.options.configFile);
+        else this.store.loadDocument(this.options.claims ?? { computeMetadata: { v1: {} } });
+      }
+      if ((this.options.callersFile || this.options.callers) && !this.callers) await this.loadCallers();
+      this.callers?.reopen();
       const target: ListenTarget = {
         hostname: sc.bindInterface ?? "127.0.0.1",
         port: parsePort(sc.port),
@@ -382,18 +443,32 @@ export class MetadataServer {
         });
         await this.watcher.start(this.store.configText);
       }
+      const callersFile = this.options.callersFile;
+      if (this.options.watchConfig && callersFile && this.callers && !this.callersWatcher) {
+        const { ConfigWatcher } = await import("./config/watch.ts");
+        this.callersWatcher = new ConfigWatcher(callersFile, (text) => this.applyCallersText(text).then(() => {}), {
+          onError: (e) => this.log.warn("callers file not readable; keeping the current callers", { error: e.message }),
+        });
+        await this.callersWatcher.start(this.callersText);
+      }
       const state = this.state;
       // Observation wraps the handler only when metrics or per-request logs are on; otherwise nothing is added.
       const fetch = instrument(createFetch(state, this.options.controlApi ? { control: this } : {}), {
-        snapshot: () => state.snapshot,
+        // A caller's own account paths are labelled from its own snapshot.
+        snapshot: (req, server) => (state.callers?.select(req, server) ?? state).snapshot,
         metrics: recorder,
         log: state.log,
         routeBeside: routeMatcher(APP_ROUTES),
       });
       this.server = await listen(fetch, target);
+      this.upstreamWatch?.start();
     } catch (e) {
       this.watcher?.close();
       this.watcher = undefined;
+      this.callersWatcher?.close();
+      this.callersWatcher = undefined;
+      await this.upstreamWatch?.close();
+      this.upstreamWatch = undefined;
       await this.metricsServer?.stop(true);
       this.metricsServer = undefined;
       await opened?.close?.(); // release a TPM key and its sessions
@@ -401,6 +476,38 @@ export class MetadataServer {
     }
     for (const n of notes) this.log[n.level](n.message, n.fields);
     return this.address();
+  }
+
+  /** `-upstream`: read the other server's tree (a ConfigError when it cannot be read), and prepare its watch. */
+  private async readUpstream(url: string): Promise<void> {
+    const { readUpstreamTree, UpstreamWatch } = await import("./config/upstream.ts");
+    const first = await readUpstreamTree(url);
+    this.store.setUpstream(first.v1);
+    this.upstreamWatch = new UpstreamWatch(url, first, { log: this.log, onChange: (v1) => this.store.setUpstream(v1) });
+  }
+
+  /** `-callers`: read and compile the callers over the served snapshot; a ConfigError names the file's first problem. */
+  private async loadCallers(): Promise<void> {
+    const [{ Callers }, { readCallersFile, callersFromDocument }] = await Promise.all([
+      import("./http/callers.ts"),
+      import("./config/callers.ts"),
+    ]);
+    const callers = new Callers({
+      base: this.state,
+      maxWaiters: this.options.maxWaiters ?? 0,
+      instanceCreationTimestamp: this.createdAt,
+      log: this.log,
+    });
+    const file = this.options.callersFile;
+    if (file) {
+      const { text, spec } = await readCallersFile(file);
+      callers.install(spec, this.store.current);
+      this.callersText = text;
+    } else {
+      callers.install(callersFromDocument(fromPlain(this.options.callers), "callers"), this.store.current);
+    }
+    this.callers = callers;
+    this.state.callers = callers;
   }
 
   private requireDefaultEmail(spec: CredentialSpec): string {
@@ -468,7 +575,12 @@ export class MetadataServer {
     this.server = undefined;
     this.watcher?.close();
     this.watcher = undefined;
+    this.callersWatcher?.close();
+    this.callersWatcher = undefined;
+    await this.upstreamWatch?.close();
+    this.upstreamWatch = undefined;
     this.lifecycle.close();
+    this.callers?.close();
     // Hanging requests answer with the current content; give them a moment to be written before closing sockets.
     this.changes.close();
     if (s) {

@@ -259,3 +259,17 @@ export function stringify(v: JsonValue): string {
     .map((k) => `${JSON.stringify(k)}:${stringify(v[k]!)}`)
     .join(",")}}`;
 }
+
+/** Serialise a JsonValue for people to read: `indent` spaces per level, numbers verbatim, key order kept. */
+export function stringifyIndented(v: JsonValue, indent = 2, depth = 0): string {
+  if (v === null || typeof v !== "object" || v instanceof JsonNumber) return stringify(v);
+  const pad = " ".repeat(indent * (depth + 1));
+  const close = " ".repeat(indent * depth);
+  if (Array.isArray(v)) {
+    if (v.length === 0) return "[]";
+    return `[\n${v.map((x) => pad + stringifyIndented(x, indent, depth + 1)).join(",\n")}\n${close}]`;
+  }
+  const keys = Object.keys(v);
+  if (keys.length === 0) return "{}";
+  return `{\n${keys.map((k) => `${pad}${JSON.stringify(k)}: ${stringifyIndented(v[k]!, indent, depth + 1)}`).join(",\n")}\n${close}}`;
+}

@@ -9,6 +9,12 @@ export type CommandMain = (argv: string[], env: Record<string, string | undefine
 /** Command word → loader of its module's `main`. */
 export const COMMANDS: Record<string, () => Promise<CommandMain>> = {
   healthcheck: () => import("./healthcheck.ts").then((m) => m.main),
+  /** Write a config file from another metadata server (a real VM's). */
+  capture: async () => (await import("./capture.ts")).main,
+  /** Print the lines that point every SDK at the server. */
+  env: async () => (await import("./env.ts")).main,
+  /** Check, from a client's side, that SDKs here would use the server. */
+  doctor: async () => (await import("./doctor.ts")).main,
 };
 
 /** The subcommand named by the first argument, or undefined (serve). Own-property lookup: argv is user input. */

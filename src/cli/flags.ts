@@ -93,6 +93,16 @@ export const FLAGS = {
     default: 0,
     help: "most wait_for_change requests held at once, 503 beyond (0: no limit; the live server reportedly allows 500)",
   },
+  upstream: {
+    kind: "string",
+    default: "",
+    help: "serve the tree of another metadata server (http://169.254.169.254 on a VM, or another instance of this one), kept fresh with wait_for_change; -configFile, if given, is a partial overlay merged over it; without a credential flag its tokens are served too",
+  },
+  callers: {
+    kind: "string",
+    default: "",
+    help: 'a JSON file giving callers (by source address) their own view of the tree and accounts: {"callers":[{"match":{"cidr":"10.0.0.5/32"},"overlay":{…}}],"unmatched":"allow"|"deny"}; reloaded when it changes',
+  },
   simulateMaintenance: {
     kind: "string",
     default: "",
@@ -159,9 +169,20 @@ export function parseGoInt(s: string): number | undefined {
 }
 
 export function parseFlags(argv: readonly string[]): Flags {
-  const out: Record<string, unknown> = { help: false, explicit: new Set<FlagName>() };
-  for (const [k, spec] of Object.entries(FLAGS)) out[k] = spec.default;
-  const explicit = out.explicit as Set<FlagName>;
+  return parseGoFlags(argv, FLAGS) as Flags;
+}
+
+/** The values a flag table gives, by its kinds; `help` for -h, and the names given on the command line. */
+export type ParsedFlags<T extends Record<string, FlagSpec>> = {
+  [K in keyof T]: T[K]["kind"] extends "bool" ? boolean : T[K]["kind"] extends "int" ? number : string;
+} & { help: boolean; explicit: Set<keyof T & string> };
+
+/** Parse Go-style flags against any table (the server's, or a subcommand's own). Throws UsageError. */
+export function parseGoFlags<T extends Record<string, FlagSpec>>(argv: readonly string[], table: T): ParsedFlags<T> {
+  const specs = table as Record<string, FlagSpec>;
+  const out: Record<string, unknown> = { help: false, explicit: new Set<string>() };
+  for (const [k, spec] of Object.entries(specs)) out[k] = spec.default;
+  const explicit = out.explicit as Set<string>;
   let i = 0;
   while (i < argv.length) {
     const arg = argv[i]!;
@@ -183,7 +204,7 @@ export function parseFlags(argv: readonly string[]): Flags {
       out.help = true;
       continue;
     }
-    const spec = (FLAGS as Record<string, FlagSpec>)[name];
+    const spec = specs[name];
     if (!spec) throw new UsageError("USAGE", `flag provided but not defined: -${name}`);
     if (spec.kind === "bool") {
       if (value === undefined) out[name] = true;
@@ -204,28 +225,53 @@ export function parseFlags(argv: readonly string[]): Flags {
         out[name] = n;
       } else out[name] = value;
     }
-    explicit.add(name as FlagName);
+    explicit.add(name);
   }
   if (i < argv.length) {
     const rest = argv[i]!;
     const prev = argv[i - 1];
     const prevName = prev?.replace(/^--?/, "");
     const hint =
-      prevName && (FLAGS as Record<string, FlagSpec>)[prevName]?.kind === "bool" && (rest === "true" || rest === "false")
+      prevName && specs[prevName]?.kind === "bool" && (rest === "true" || rest === "false")
         ? ` (-${prevName} is a boolean flag: write -${prevName}=${rest})`
         : "";
     throw new UsageError("USAGE", `unexpected argument ${JSON.stringify(rest)}${hint}; every option is a -flag`);
   }
-  return out as Flags;
+  return out as ParsedFlags<T>;
 }
 
-export function usage(program = "gce_metadata_server"): string {
+export function usage(program = "gce_metadata_server", table: Record<string, FlagSpec> = FLAGS): string {
   let s = `Usage of ${program}:\n`;
-  for (const [name, spec] of Object.entries(FLAGS) as [string, FlagSpec][]) {
+  if (table === FLAGS) s += "  (subcommands: capture, env, doctor; gce_metadata_server <command> -h for theirs)\n";
+  for (const [name, spec] of Object.entries(table) as [string, FlagSpec][]) {
     const type = spec.kind === "bool" ? "" : ` ${spec.kind === "int" ? "int" : "string"}`;
     s += `  -${name}${type}\n    \t${spec.help}`;
     if (spec.kind !== "bool" && spec.default !== "" && spec.default !== 0) s += ` (default ${JSON.stringify(spec.default)})`;
     s += "\n";
   }
   return s;
+}
+
+/**
+ * A subcommand's flags: the parsed values, or the exit code after `-h` (0, usage on stderr) or a bad flag (2, the
+ * message and the usage on stderr).
+ */
+export function parseCommandFlags<T extends Record<string, FlagSpec>>(
+  argv: readonly string[],
+  table: T,
+  program: string,
+): ParsedFlags<T> | number {
+  let flags: ParsedFlags<T>;
+  try {
+    flags = parseGoFlags(argv, table);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`${e.message}\n${usage(program, table)}`);
+    return 2;
+  }
+  if (flags.help) {
+    process.stderr.write(usage(program, table));
+    return 0;
+  }
+  return flags;
 }

@@ -7,6 +7,7 @@ import { parsePort } from "../address.ts";
 import type { CredentialSpec } from "../credentials/open.ts";
 import { parseDuration } from "../duration.ts";
 import { UsageError } from "../errors.ts";
+import { metadataBaseUrl } from "../metadata/client.ts";
 import type { MetadataServerOptions, ServerConfig } from "../index.ts";
 import { FLAGS, type FlagName, type Flags } from "./flags.ts";
 import { checkTpmFlags, tpmOptions } from "./tpm.ts";
@@ -102,6 +103,10 @@ export function credentialSpec(flags: Flags, warn: (line: string) => void): Cred
     };
   }
   if (flags.serviceAccountFile) return { type: "serviceAccountKey", keyFile: flags.serviceAccountFile };
+  // With -upstream, tokens come from it unless the emulated issuer is asked for by name.
+  if (flags.upstream && !flags.explicit.has("issuer") && !flags.explicit.has("issuerKey")) {
+    return { type: "upstream", url: metadataBaseUrl(flags.upstream, "-upstream") };
+  }
   return { type: "emulated", issuer: flags.issuer, ...(flags.issuerKey ? { keyFile: flags.issuerKey } : {}) };
 }
 
@@ -114,18 +119,26 @@ function upstreamTimeout(text: string): number {
   return ms;
 }
 
-/** Everything but the listener and credentials; `bundled` serves the config built into the program. */
+/**
+ * Everything but the listener and credentials; `bundled` serves the config built into the program. With
+ * `-upstream` the upstream's tree is served, and a config file is read (as an overlay) only when named.
+ */
 export function serverOptions(flags: Flags, env: Record<string, string | undefined>, bundled: boolean): MetadataServerOptions {
   const options: MetadataServerOptions = {
     env,
-    requireDefaultAccount: true,
+    // A VM may run without a service account; the Go emulator's rule is for hand-written configs.
+    requireDefaultAccount: !flags.upstream,
     controlApi: flags.controlAPI,
     maxWaiters: flags.maxWaiters,
     upstreamTimeoutMs: upstreamTimeout(flags.upstreamTimeout),
+    watchConfig: flags.watchConfig,
   };
-  if (!bundled) {
+  if (flags.upstream) {
+    options.upstream = metadataBaseUrl(flags.upstream, "-upstream");
+    if (flags.explicit.has("configFile")) options.configFile = flags.configFile;
+  } else if (!bundled) {
     options.configFile = flags.configFile;
-    options.watchConfig = flags.watchConfig;
   }
+  if (flags.callers) options.callersFile = flags.callers;
   return options;
 }

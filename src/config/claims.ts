@@ -6,6 +6,7 @@ import type { Environment } from "../environment.ts";
 import { ConfigError } from "../errors.ts";
 import { fromPlain, isJsonObject, JsonNumber, JsonSyntaxError, type JsonObject, type JsonValue, parseJson } from "../json.ts";
 import { accountEmailProblem } from "../metadata/identity.ts";
+import { mergePatch } from "../metadata/edit.ts";
 import { buildTree, type Tree } from "../metadata/tree.ts";
 import { v1Schema } from "../metadata/schema.ts";
 
@@ -104,10 +105,10 @@ function applyOverrides(v1: JsonObject, env: NonNullable<ClaimsOptions["override
 }
 
 /** Every account has an e-mail; the default account also appears under its e-mail, as on a real VM. */
-function normaliseAccounts(v1: JsonObject, requireDefault: boolean, source: string): void {
+function normaliseAccounts(v1: JsonObject, requireDefault: boolean, source: string, root: string): void {
   const instance = v1.instance;
   const accounts = isJsonObject(instance) ? instance.serviceAccounts : undefined;
-  const at = `${ROOT}.instance.serviceAccounts`;
+  const at = `${root}.instance.serviceAccounts`;
   if (accounts === undefined || accounts === null) {
     if (requireDefault) {
       throw new ConfigError(
@@ -149,15 +150,36 @@ export function claimsFromDocument(doc: JsonValue | object, options: ClaimsOptio
   const copy = fromPlain(doc);
   const v1 = v1Of(copy, source);
   applyOverrides(v1, options.overrides ?? {}, source);
-  normaliseAccounts(v1, options.requireDefaultAccount ?? false, source);
+  return treeFromV1(v1, { requireDefaultAccount: options.requireDefaultAccount ?? false, source, root: ROOT });
+}
+
+/**
+ * Build the tree from a `computeMetadata.v1` object, which it normalises in place (accounts, universe). `root` is
+ * where the object sits, for messages (`computeMetadata.v1`, `callers[0].overlay`).
+ */
+export function treeFromV1(v1: JsonObject, options: { requireDefaultAccount: boolean; source: string; root: string }): Tree {
+  const { source, root } = options;
+  normaliseAccounts(v1, options.requireDefaultAccount, source, root);
   // Every VM answers universe/universe-domain; the public cloud's domain unless the config says otherwise.
   if (v1.universe === undefined) v1.universe = Object.assign(Object.create(null), { universeDomain: "googleapis.com" });
   try {
-    return buildTree(v1, v1Schema, ROOT);
+    return buildTree(v1, v1Schema, root);
   } catch (e) {
     if (e instanceof ConfigError) throw new ConfigError(e.code, `${source}: ${e.message}`, { cause: e });
     throw e;
   }
+}
+
+/**
+ * A config document laid over another server's `computeMetadata.v1` (`-upstream`): directories merge key by key,
+ * anything else replaces, and `null` removes the upstream's key (RFC 7396). The result is a whole config document.
+ */
+export function overlayDocument(upstream: JsonObject, doc: JsonValue | object, source = "config"): JsonObject {
+  const v1 = v1Of(fromPlain(doc), source);
+  const merged = mergePatch(upstream, v1) as JsonObject;
+  return Object.assign(Object.create(null), {
+    computeMetadata: Object.assign(Object.create(null), { v1: merged }),
+  });
 }
 
 /** Read, check and build a config file in one step. */

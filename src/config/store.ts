@@ -9,13 +9,13 @@
  * store.set("instance/attributes/foo", "bar");
  */
 import { EditError } from "../errors.ts";
-import { fromPlain } from "../json.ts";
+import { fromPlain, type JsonObject } from "../json.ts";
 import { deleteAt, mergeAt, nodeAt, setAt, splitPath, treeToJson } from "../metadata/edit.ts";
 import { carryGuestAttributes } from "../metadata/guest.ts";
 import { Snapshot } from "../metadata/snapshot.ts";
 import type { Tree } from "../metadata/tree.ts";
 import type { Logger } from "../log.ts";
-import { type ClaimsOptions, claimsFromDocument, parseConfigText, readConfigText } from "./claims.ts";
+import { type ClaimsOptions, claimsFromDocument, overlayDocument, parseConfigText, readConfigText } from "./claims.ts";
 
 /** Outcome counters of config-file reloads. */
 export interface ReloadStats {
@@ -43,6 +43,10 @@ export class ConfigStore {
   private fileTree: Tree | undefined;
   /** The config file's text as last read (the watcher compares against it). */
   configText: string | undefined;
+  /** `-upstream`: the other server's `computeMetadata.v1`, under the config (then a partial overlay). */
+  private upstream: JsonObject | undefined;
+  /** The config document last accepted, kept to lay it over a new upstream tree. */
+  private document: object | undefined;
 
   constructor(private readonly options: ConfigStoreOptions) {}
 
@@ -55,7 +59,9 @@ export class ConfigStore {
 
   /** Check and compile a config document (`{"computeMetadata":{"v1":{…}}}`); throws ConfigError naming the path. */
   private treeOf(doc: object): Tree {
-    return claimsFromDocument(doc, this.options.claims);
+    const upstream = this.upstream;
+    const whole = upstream ? overlayDocument(upstream, doc, this.options.claims.source) : doc;
+    return claimsFromDocument(whole, this.options.claims);
   }
 
   /** The single place a snapshot goes live. */
@@ -67,23 +73,25 @@ export class ConfigStore {
   }
 
   /** A whole new config: replaces control-API changes; the guest's own writes carry over (see metadata/guest.ts). */
-  private loadTree(tree: Tree): void {
+  private loadTree(tree: Tree, doc: object): void {
     const previous = this.fileTree;
     this.fileTree = tree;
+    this.document = doc;
     this.install(this.snapshot ? carryGuestAttributes(previous, tree, this.snapshot.tree) : tree);
   }
 
   /** The first config, from a document. Throws ConfigError. */
   loadDocument(doc: object): void {
-    this.loadTree(this.treeOf(doc));
+    this.loadTree(this.treeOf(doc), doc);
   }
 
   /** The first config, from a file. Throws ConfigError (unreadable, syntax, shape). */
   async loadFile(path: string): Promise<void> {
     const text = await readConfigText(path);
-    const tree = this.treeOf(parseConfigText(text, path) as object);
+    const doc = parseConfigText(text, path) as object;
+    const tree = this.treeOf(doc);
     this.configText = text;
-    this.loadTree(tree);
+    this.loadTree(tree, doc);
   }
 
   /** Swap in a new config document (library, control API); throws ConfigError, and the current one stays. */
@@ -95,7 +103,7 @@ export class ConfigStore {
       this.options.onReload?.(false);
       throw e;
     }
-    this.loadTree(tree);
+    this.loadTree(tree, doc);
     this.options.onReload?.(true);
   }
 
@@ -105,9 +113,10 @@ export class ConfigStore {
    */
   applyConfigText(text: string, file: string): boolean {
     try {
-      const tree = this.treeOf(parseConfigText(text, file) as object);
+      const doc = parseConfigText(text, file) as object;
+      const tree = this.treeOf(doc);
       this.configText = text;
-      this.loadTree(tree);
+      this.loadTree(tree, doc);
       this.reloadStats.reloads++;
       this.options.onReload?.(true);
       this.options.log.info("config reloaded", { file });
@@ -118,6 +127,26 @@ export class ConfigStore {
       this.reloadStats.lastError = message;
       this.options.onReload?.(false);
       this.options.log.error(`config reload failed, still serving the last good config: ${message}`);
+      return false;
+    }
+  }
+
+  /**
+   * `-upstream`: a new tree from the other server, with the config laid over it. Before the first config this only
+   * records it; after, it goes live like a reload (control-API changes are replaced, guest writes carry over). A
+   * tree the config cannot be laid over is logged and refused, and the current one stays. Never throws.
+   */
+  setUpstream(v1: JsonObject): boolean {
+    const previous = this.upstream;
+    this.upstream = v1;
+    const doc = this.document;
+    if (!this.snapshot || !doc) return true;
+    try {
+      this.loadTree(this.treeOf(doc), doc);
+      return true;
+    } catch (e) {
+      this.upstream = previous;
+      this.options.log.error(`upstream tree not applied, still serving the last good one: ${(e as Error).message}`);
       return false;
     }
   }

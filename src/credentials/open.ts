@@ -30,7 +30,9 @@ export type CredentialSpec =
    */
   | { type: "federated"; iamUrl?: string }
   /** A key held in a TPM, for the config's default account (`-tpm`). */
-  | { type: "tpm"; tpm: TpmOptions; tokenUrl?: string; useOauthToken?: boolean };
+  | { type: "tpm"; tpm: TpmOptions; tokenUrl?: string; useOauthToken?: boolean }
+  /** The token and identity endpoints of another metadata server (`-upstream` without a credential flag). */
+  | { type: "upstream"; url: string };
 
 /** A line to log once the server is up: start-up errors come first and alone. */
 export interface Note {
@@ -154,6 +156,11 @@ export async function openSource(spec: CredentialSpec, ctx: OpenContext): Promis
         ...(spec.useOauthToken || tokenUrl !== GOOGLE_TOKEN_URL ? { tokenURL: tokenUrl } : {}),
       });
       return { source: new TpmSource({ signer, email, tokenUrl, useOauthToken: spec.useOauthToken ?? false, ...timeout }), notes };
+    }
+    case "upstream": {
+      const { UpstreamSource } = await import("./metadata-server.ts");
+      note("info", "tokens and identity tokens from the upstream metadata server", { url: spec.url });
+      return { source: new UpstreamSource(spec.url, timeout), notes };
     }
   }
 }

@@ -17,12 +17,24 @@ import { scopeNotHeld } from "../credentials/scopes.ts";
 import { CachedToken, MAX_AUDIENCE_LENGTH, type TokenCache } from "../credentials/token-cache.ts";
 import { UpstreamError } from "../errors.ts";
 import { badRequest, forwarded, guestAttributesDisabled, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
+import { callerDenied } from "./pages.ts";
 import { flag, parseQuery, type Params } from "./query.ts";
 import { normalisePath, pathAndQuery, splitUrl } from "../metadata/path.ts";
 import { redact, type Logger } from "../log.ts";
 import type { Account } from "../credentials/source.ts";
 import type { MetricsHooks } from "../observability/metrics.ts";
 import type { WaitService } from "../changes/hub.ts";
+
+/** What one request is answered from: a snapshot, and the waits held on it. */
+export interface View {
+  snapshot: Snapshot;
+  waits?: WaitService;
+}
+
+/** `-callers`: the view for a request's caller (http/callers.ts); null refuses the request. */
+export interface CallerSelector {
+  select(req: Request, server: ServerHooks | undefined): View | null;
+}
 
 /** What the handler reads on every request; `snapshot` is swapped whole on reload. */
 export interface ServingState {
@@ -38,11 +50,15 @@ export interface ServingState {
   writes?: (req: Request, path: string) => Handled;
   /** Where waits and reloads are counted (observability/metrics.ts); absent or no-ops without metrics. */
   metrics?: MetricsHooks;
+  /** Per-caller views (`-callers`); absent, every request is answered from `snapshot`. */
+  callers?: CallerSelector;
 }
 
 /** What the handler needs from the server (Bun's Server) for long requests. */
 export interface ServerHooks {
   timeout?(request: Request, seconds: number): void;
+  /** The peer's address (Bun's `server.requestIP`); null on a unix socket. */
+  requestIP?(request: Request): { address: string } | null;
 }
 
 /** Beyond the upstream deadline, time to write the answer before the connection's own idle timeout may close it. */
@@ -156,13 +172,14 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
   }
 
   async function hang(
+    view: View,
     node: MetaNode,
     params: Params,
     recursive: boolean,
     req: Request,
     server: ServerHooks | undefined,
   ): Promise<Response> {
-    const waits = state.waits;
+    const waits = view.waits;
     if (!waits) return badRequest("wait_for_change is not supported by this server");
     const timeoutRaw = params.get("timeout_sec");
     let timeoutSec: number | undefined;
@@ -186,7 +203,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
       metrics?.waiting.dec();
     }
     // Answer with whatever is current now; the node may have gone.
-    const snapshot = state.snapshot;
+    const snapshot = view.snapshot;
     const now = snapshot.lookup(node.path);
     if (!(now instanceof MetaNode)) return absent(snapshot, node.path, pathAndQuery(splitUrl(req.url)));
     if (now.kind === "disabled") return guestAttributesDisabled();
@@ -201,9 +218,13 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
 
     if (headers.get("x-forwarded-for") !== null) return forwarded(pathAndQuery(u));
 
+    // -callers: the caller's own view of the tree; without it, one field check and the one snapshot.
+    const view = state.callers === undefined ? state : state.callers.select(req, server);
+    if (view === null) return callerDenied(pathAndQuery(u));
+
     const method = req.method;
     const readOnly = method === "GET" || method === "HEAD";
-    const snapshot = state.snapshot;
+    const snapshot = view.snapshot;
     if (path === "/") {
       if (!readOnly) return methodNotAllowed(method, path, "GET, HEAD");
       // The one path served without Metadata-Flavor (Go's OnGCE probe sends none); its query is ignored.
@@ -233,7 +254,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
       const recursive = flag(params, "recursive");
       if (flag(params, "wait_for_change")) {
         if (node.isDir && !recursive) return badRequest("wait_for_change on a directory requires recursive=true");
-        return hang(node, params, recursive, req, server);
+        return hang(view, node, params, recursive, req, server);
       }
       const r = choose(node, params, recursive);
       return typeof r === "string" ? badRequest(r) : respond(r);

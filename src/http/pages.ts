@@ -108,3 +108,14 @@ export function redirect(target: string, query: string, host: string, scheme: st
     },
   });
 }
+
+/** 403 for a caller no `-callers` entry matches while the file says `"unmatched": "deny"`. */
+export function callerDenied(pathAndQuery: string): Response {
+  return new Response(
+    googleErrorPage(
+      403,
+      `Your client does not have permission to get URL <code>${escapeHtml(pathAndQuery)}</code> from this server. No caller entry matches this client. `,
+    ),
+    INIT_403,
+  );
+}

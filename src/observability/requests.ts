@@ -16,9 +16,9 @@ import { OTHER_ROUTE, type Metrics, type RouteInstruments } from "./metrics.ts";
 /** A listener's fetch handler; the second argument (Bun's server) is passed through untouched. */
 export type Fetch<S = never> = (request: Request, server: S) => Response | Promise<Response>;
 
-export interface InstrumentOptions {
-  /** The snapshot being served now (it is swapped on reload). */
-  snapshot(): Snapshot;
+export interface InstrumentOptions<S = never> {
+  /** The snapshot a request was answered from (swapped on reload; per caller with `-callers`). */
+  snapshot(request: Request, server: S): Snapshot;
   metrics?: Metrics;
   /** Logs one line per request when it is enabled for debug. */
   log?: Logger;
@@ -34,7 +34,7 @@ interface Route {
 const MAX_LOGGED_PATH = 256;
 
 /** Wrap a fetch handler; returns it unchanged when there is nothing to observe. */
-export function instrument<S>(fetch: Fetch<S>, options: InstrumentOptions): Fetch<S> {
+export function instrument<S>(fetch: Fetch<S>, options: InstrumentOptions<S>): Fetch<S> {
   const { metrics } = options;
   const log = options.log?.enabled("debug") ? options.log : undefined;
   if (!metrics && !log) return fetch;
@@ -52,8 +52,7 @@ export function instrument<S>(fetch: Fetch<S>, options: InstrumentOptions): Fetc
   const beside = options.routeBeside ?? (() => undefined);
   const other = route(OTHER_ROUTE);
 
-  function resolve(path: string): Route {
-    const snapshot = options.snapshot();
+  function resolve(path: string, snapshot: Snapshot): Route {
     let entry = snapshot.lookup(path);
     if (entry === undefined) {
       const label = beside(path);
@@ -89,10 +88,10 @@ export function instrument<S>(fetch: Fetch<S>, options: InstrumentOptions): Fetc
       );
   }
 
-  function done(req: Request, res: Response, t0: number): Response {
+  function done(req: Request, server: S, res: Response, t0: number): Response {
     const ms = performance.now() - t0;
     const path = splitUrl(req.url).path;
-    const r = resolve(path);
+    const r = resolve(path, options.snapshot(req, server));
     r.instruments?.record(res.status, ms / 1000);
     if (log) logLine(req, path, r, res, ms);
     return res;
@@ -103,13 +102,13 @@ export function instrument<S>(fetch: Fetch<S>, options: InstrumentOptions): Fetc
     const res = fetch(req, server);
     if (res instanceof Promise) {
       return res.then(
-        (v) => done(req, v, t0),
+        (v) => done(req, server, v, t0),
         (e: unknown) => {
-          done(req, new Response(null, { status: 500 }), t0);
+          done(req, server, new Response(null, { status: 500 }), t0);
           throw e;
         },
       );
     }
-    return done(req, res, t0);
+    return done(req, server, res, t0);
   };
 }
