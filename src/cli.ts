@@ -56,6 +56,10 @@ export async function main(argv: string[], env: Record<string, string | undefine
       if (flags.simulateMaintenance) maintenance = parseMaintenanceSpec(flags.simulateMaintenance);
       if (flags.simulatePreemption) preemption = parsePreemptionSpec(flags.simulatePreemption);
     }
+    if (flags.fault.length > 0) {
+      const { parseFaultSpec } = await import("./http/faults.ts");
+      options.faults = flags.fault.map(parseFaultSpec);
+    }
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     process.stderr.write(`${e.message}\n`);

@@ -13,10 +13,12 @@
 import type { Server } from "bun";
 import defaultConfigText from "../config.json" with { type: "text" };
 import { ChangeHub } from "./changes/hub.ts";
+import { Clock } from "./clock.ts";
 import { parseConfigText } from "./config/claims.ts";
 import { ConfigStore, type ReloadStats } from "./config/store.ts";
 import type { ConfigWatcher } from "./config/watch.ts";
 import { EmulatedIssuer } from "./credentials/emulated.ts";
+import { refreshMargins, tokenLifetimeMs } from "./credentials/lifetime.ts";
 import { type CredentialSpec, isCredentialSpec, type Note, openSource } from "./credentials/open.ts";
 import type { CredentialSource } from "./credentials/source.ts";
 import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
@@ -25,6 +27,7 @@ import { type Environment, readEnvironment } from "./environment.ts";
 import { ConfigError, CredentialError, UsageError } from "./errors.ts";
 import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSpec } from "./events/lifecycle.ts";
 import { createFetch } from "./http/app.ts";
+import { FaultRules, type FaultSpec } from "./http/faults.ts";
 import { createGuestWrites } from "./http/guest.ts";
 import type { ServingState } from "./http/handler.ts";
 import { parsePort } from "./address.ts";
@@ -38,6 +41,7 @@ import { instrument } from "./observability/requests.ts";
 import { VERSION } from "./version.ts";
 
 export { TooManyWaiters } from "./changes/hub.ts";
+export { Clock, type ClockState } from "./clock.ts";
 export type { ReloadStats } from "./config/store.ts";
 export { EmulatedIssuer } from "./credentials/emulated.ts";
 export type { CredentialSpec } from "./credentials/open.ts";
@@ -47,6 +51,7 @@ export { ConfigError, CredentialError, EditError, ListenError, MetadataError, Re
 export type { LifecycleEvent, MaintenanceSpec, PreemptionSpec } from "./events/lifecycle.ts";
 export { parsePort } from "./address.ts";
 export type { TlsFiles } from "./http/listen.ts";
+export { type FaultAction, FaultRules, type FaultRuleView, type FaultSpec, parseFaultSpec } from "./http/faults.ts";
 export { createLogger, type Logger, type LoggerLike } from "./log.ts";
 export { Snapshot } from "./metadata/snapshot.ts";
 export type { MetricsHooks } from "./observability/metrics.ts";
@@ -102,6 +107,14 @@ export interface MetadataServerOptions {
   controlApi?: boolean;
   /** Most wait_for_change requests held at once; 0 (default) means no limit; over it a wait answers 503. */
   maxWaiters?: number;
+  /**
+   * Lifetime of the tokens this server mints itself (emulated issuer, the countdown of static tokens): a Go duration
+   * (`"2m"`) or milliseconds; default one hour. The cache's margins scale with it (refresh 5/60 of it ahead, never
+   * hand out less than 4/60), so `"2m"` behaves like the real hour, compressed. Whole seconds, at least 1 s.
+   */
+  tokenLifetime?: string | number;
+  /** Fault-injection rules in force from the start (`-fault`); more can be added with `server.faults.add`. */
+  faults?: FaultSpec[];
 }
 
 /** A source that is opened by start(): until then, token requests say so. */
@@ -119,6 +132,10 @@ export class MetadataServer {
   readonly changes: ChangeHub;
   /** Simulated maintenance and preemption events. */
   readonly lifecycle: Lifecycle;
+  /** The server's clock: real time plus an offset (`advance("58m")`, `set(date)`, `reset()`, `now()`). */
+  readonly clock: Clock;
+  /** Fault-injection rules (`add({...})`, `list()`, `remove(id)`, `clear()`); see http/faults.ts. */
+  readonly faults: FaultRules;
   private server: Server<unknown> | undefined;
   private readonly metricsRecorder: Metrics | undefined;
   private metricsServer: Server<unknown> | undefined;
@@ -127,6 +144,7 @@ export class MetadataServer {
   private readonly log: Logger;
   private readonly staticTokens: StaticTokens;
   private readonly tokenEvents: TokenCacheEvents | undefined;
+  private readonly tokenLifetime: number;
   /** A credential spec still to be opened by start(). */
   private pending: CredentialSpec | undefined;
   private watcher: ConfigWatcher | undefined;
@@ -144,11 +162,15 @@ export class MetadataServer {
     }
     this.metricsRecorder = sc.metrics ? new Metrics({ version: VERSION }) : undefined;
     this.tokenEvents = fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents);
+    this.clock = new Clock();
+    this.tokenLifetime = tokenLifetimeMs(options.tokenLifetime);
 
     // Static tokens: the environment's, then the library's own (which win), laid over the source once.
     const c = options.credentials;
     const given = c && !isCredentialSpec(c) && typeof (c as CredentialSource).accessToken !== "function" ? (c as StaticTokens) : {};
     this.staticTokens = {
+      now: this.clock.now,
+      lifetimeSeconds: this.tokenLifetime / 1000,
       ...given,
       accessToken: given.accessToken ?? this.env.accessToken,
       idToken: given.idToken ?? this.env.idToken,
@@ -160,7 +182,7 @@ export class MetadataServer {
     } else if (c && typeof (c as CredentialSource).accessToken === "function") {
       base = c as CredentialSource;
     } else {
-      base = new EmulatedIssuer();
+      base = new EmulatedIssuer({ now: this.clock.now, lifetimeSeconds: this.tokenLifetime / 1000 });
     }
 
     this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? 0 });
@@ -183,8 +205,14 @@ export class MetadataServer {
       scheme: sc.tls ? "https" : "http",
       waits: this.changes,
       metrics: this.metrics,
+      now: this.clock.now,
+      faults: undefined,
     };
     this.state.writes = createGuestWrites(this.store);
+    const faults = new FaultRules({ onChange: (active) => (this.state.faults = active ? faults.apply : undefined), log: this.log });
+    this.faults = faults;
+    for (const f of options.faults ?? []) faults.add(f);
+    this.metricsRecorder?.faultHits(() => faults.list());
     this.lifecycle = new Lifecycle({
       tree: () => this.store.current.tree,
       edit: (fn) => {
@@ -195,6 +223,12 @@ export class MetadataServer {
         }
       },
       log: this.log,
+      now: this.clock.now,
+    });
+    this.clock.onChange((movedBy) => {
+      this.lifecycle.retime();
+      // Tokens minted in the clock's future would show more than their lifetime: mint again on the new time.
+      if (movedBy < 0) this.state.tokens.clear();
     });
     // Without a file the config is known now, so a library user can read and edit it before start().
     if (options.configFile === undefined) {
@@ -203,7 +237,11 @@ export class MetadataServer {
   }
 
   private tokenCache(base: CredentialSource): TokenCache {
-    return new TokenCache(overlayStatic(this.staticTokens, base), this.tokenEvents ? { events: this.tokenEvents } : {});
+    return new TokenCache(overlayStatic(this.staticTokens, base), {
+      now: this.clock.now,
+      ...refreshMargins(this.tokenLifetime),
+      ...(this.tokenEvents ? { events: this.tokenEvents } : {}),
+    });
   }
 
   /** Every new snapshot: the handler serves it, waiters whose watched ETag changed wake. */
@@ -319,7 +357,13 @@ export class MetadataServer {
       if (this.pending) {
         const spec = this.pending;
         const quiet = !!(this.staticTokens.accessToken && this.staticTokens.idToken);
-        const r = await openSource(spec, { env: this.env, quiet, defaultEmail: () => this.requireDefaultEmail(spec) });
+        const r = await openSource(spec, {
+          env: this.env,
+          quiet,
+          defaultEmail: () => this.requireDefaultEmail(spec),
+          now: this.clock.now,
+          tokenLifetimeMs: this.tokenLifetime,
+        });
         opened = r.source;
         notes.push(...r.notes);
         this.state.tokens = this.tokenCache(opened);
@@ -425,6 +469,7 @@ export class MetadataServer {
     this.watcher?.close();
     this.watcher = undefined;
     this.lifecycle.close();
+    this.faults.close();
     // Hanging requests answer with the current content; give them a moment to be written before closing sockets.
     this.changes.close();
     if (s) {

@@ -4,11 +4,12 @@
  */
 import { UsageError } from "../errors.ts";
 
-type Kind = "string" | "bool" | "int";
+/** `strings` is a repeatable string flag: every occurrence is kept, in order. */
+type Kind = "string" | "bool" | "int" | "strings";
 
 export interface FlagSpec {
   kind: Kind;
-  default: string | boolean | number;
+  default: string | boolean | number | readonly string[];
   help: string;
 }
 
@@ -103,6 +104,17 @@ export const FLAGS = {
     default: "",
     help: 'schedule a preemption: "in=2m" or "at=<RFC 3339 time>", optionally grace=30s (shutdown-details/max-duration)',
   },
+  // test superpowers (docs/faults.md)
+  tokenLifetime: {
+    kind: "string",
+    default: "1h",
+    help: "lifetime of the tokens this server mints (emulated issuer, static tokens' countdown); refresh margins scale with it, so 2m behaves like the real hour, compressed",
+  },
+  fault: {
+    kind: "strings",
+    default: [],
+    help: 'inject a fault, repeatable: "path=instance/service-accounts/*/token,status=503,times=2" (fields: path, action=respond|reset|hang, status, header=Name: value, delay, times, every, probability, after, for; see docs/faults.md)',
+  },
   tokenURL: {
     kind: "string",
     default: "https://oauth2.googleapis.com/token",
@@ -120,7 +132,9 @@ type ValueOf<K extends FlagName> = (typeof FLAGS)[K]["kind"] extends "bool"
   ? boolean
   : (typeof FLAGS)[K]["kind"] extends "int"
     ? number
-    : string;
+    : (typeof FLAGS)[K]["kind"] extends "strings"
+      ? string[]
+      : string;
 export type Flags = { [K in FlagName]: ValueOf<K> } & { help: boolean; explicit: Set<FlagName> };
 
 const BOOL_VALUES: Record<string, boolean> = {
@@ -155,7 +169,7 @@ export function parseGoInt(s: string): number | undefined {
 
 export function parseFlags(argv: readonly string[]): Flags {
   const out: Record<string, unknown> = { help: false, explicit: new Set<FlagName>() };
-  for (const [k, spec] of Object.entries(FLAGS)) out[k] = spec.default;
+  for (const [k, spec] of Object.entries(FLAGS)) out[k] = Array.isArray(spec.default) ? [...spec.default] : spec.default;
   const explicit = out.explicit as Set<FlagName>;
   let i = 0;
   while (i < argv.length) {
@@ -197,7 +211,8 @@ export function parseFlags(argv: readonly string[]): Flags {
         const n = parseGoInt(value);
         if (n === undefined) throw new UsageError("USAGE", `invalid value ${JSON.stringify(value)} for flag -${name}: parse error`);
         out[name] = n;
-      } else out[name] = value;
+      } else if (spec.kind === "strings") (out[name] as string[]).push(value);
+      else out[name] = value;
     }
     explicit.add(name as FlagName);
   }
@@ -219,7 +234,9 @@ export function usage(program = "gce_metadata_server"): string {
   for (const [name, spec] of Object.entries(FLAGS) as [string, FlagSpec][]) {
     const type = spec.kind === "bool" ? "" : ` ${spec.kind === "int" ? "int" : "string"}`;
     s += `  -${name}${type}\n    \t${spec.help}`;
-    if (spec.kind !== "bool" && spec.default !== "" && spec.default !== 0) s += ` (default ${JSON.stringify(spec.default)})`;
+    if (spec.kind !== "bool" && spec.kind !== "strings" && spec.default !== "" && spec.default !== 0) {
+      s += ` (default ${JSON.stringify(spec.default)})`;
+    }
     s += "\n";
   }
   return s;

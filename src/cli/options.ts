@@ -4,6 +4,7 @@
  * UsageError. Warnings about flags that do nothing are returned, to be logged once the server is up.
  */
 import { parsePort } from "../address.ts";
+import { tokenLifetimeMs } from "../credentials/lifetime.ts";
 import type { CredentialSpec } from "../credentials/open.ts";
 import { UsageError } from "../errors.ts";
 import type { MetadataServerOptions, ServerConfig } from "../index.ts";
@@ -110,6 +111,7 @@ export function serverOptions(flags: Flags, env: Record<string, string | undefin
     controlApi: flags.controlAPI,
     maxWaiters: flags.maxWaiters,
   };
+  if (flags.explicit.has("tokenLifetime")) options.tokenLifetime = tokenLifetimeMs(flags.tokenLifetime);
   if (!bundled) {
     options.configFile = flags.configFile;
     options.watchConfig = flags.watchConfig;

@@ -16,7 +16,7 @@ import {
 import { CachedToken, type TokenCache } from "../credentials/token-cache.ts";
 import { badRequest, forwarded, guestAttributesDisabled, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
 import { flag, parseQuery, type Params } from "./query.ts";
-import { normalisePath, pathAndQuery, splitUrl } from "../metadata/path.ts";
+import { normalisePath, pathAndQuery, type SplitUrl, splitUrl } from "../metadata/path.ts";
 import { redact, type Logger } from "../log.ts";
 import type { Account } from "../credentials/source.ts";
 import type { MetricsHooks } from "../observability/metrics.ts";
@@ -36,7 +36,17 @@ export interface ServingState {
   writes?: (req: Request, path: string) => Handled;
   /** Where waits and reloads are counted (observability/metrics.ts); absent or no-ops without metrics. */
   metrics?: MetricsHooks;
+  /** The server's clock (virtual: see clock.ts) in ms, for `expires_in`; Date.now when absent. */
+  now?: () => number;
+  /** Fault injection (faults.ts): set only while rules exist, so without rules it costs one field check. */
+  faults?: FaultHook | undefined;
 }
+
+/**
+ * Fault injection's hook, run on admitted requests before the lookup: an answer, or undefined to serve as usual.
+ * `next` serves the request as usual (for a rule that only delays it).
+ */
+export type FaultHook = (req: Request, path: string, server: ServerHooks | undefined, next: () => Response | Promise<Response>) => Handled;
 
 /** What the handler needs from the server (Bun's Server) for long requests. */
 export interface ServerHooks {
@@ -45,7 +55,6 @@ export interface ServerHooks {
 
 const TOKEN_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": JSON_TYPE }) };
 const IDENTITY_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": TEXT }) };
-const accessTokenBody = (t: CachedToken): string => t.accessTokenBody();
 const bareToken = (t: CachedToken): string => t.token;
 const DEFAULT_HOST = "metadata.google.internal";
 
@@ -53,6 +62,8 @@ export type Handled = Response | Promise<Response> | undefined;
 
 export function createMetadataHandler(state: ServingState): (req: Request, server?: ServerHooks) => Handled {
   const { log } = state;
+  const now = state.now ?? Date.now;
+  const accessTokenBody = (t: CachedToken): string => t.accessTokenBody(now());
 
   function respond(r: Rendering): Response {
     return new Response(r.body, r.init);
@@ -68,7 +79,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     t: CachedToken | Promise<CachedToken>,
     body: (t: CachedToken) => string,
     init: ResponseInit,
-  ): Handled {
+  ): Response | Promise<Response> {
     if (t instanceof CachedToken) return new Response(body(t), init);
     return t.then(
       (v) => new Response(body(v), init),
@@ -80,7 +91,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     );
   }
 
-  function token(node: MetaNode, params: Params | undefined): Handled {
+  function token(node: MetaNode, params: Params | undefined): Response | Promise<Response> {
     const account = node.account!;
     if (params && flag(params, "wait_for_change")) return badRequest("wait_for_change is not supported for the token endpoint");
     const requested = params?.get("scopes");
@@ -93,7 +104,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     return issue("an access token", account, state.tokens.accessToken(account, scopes), accessTokenBody, TOKEN_INIT);
   }
 
-  function identity(node: MetaNode, params: Params | undefined, snapshot: Snapshot): Handled {
+  function identity(node: MetaNode, params: Params | undefined, snapshot: Snapshot): Response | Promise<Response> {
     const account = node.account!;
     const audience = params?.get("audience");
     if (!audience) return badRequest("non-empty audience parameter required");
@@ -159,20 +170,21 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     return typeof r === "string" ? badRequest(r) : respond(r);
   }
 
+  /** The root: the one path served without Metadata-Flavor (Go's OnGCE probe sends none); its query is ignored. */
+  const root = (): Response => respond((state.snapshot.lookup("/") as MetaNode).plain);
+
+  // Admission rules, then (only while fault rules exist) fault injection, then `serve`.
   return function handle(req: Request, server?: ServerHooks): Handled {
     const u = splitUrl(req.url);
-    const { path, query } = u;
+    const path = u.path;
     const headers = req.headers;
 
     if (headers.get("x-forwarded-for") !== null) return forwarded(pathAndQuery(u));
 
     const method = req.method;
-    const readOnly = method === "GET" || method === "HEAD";
-    const snapshot = state.snapshot;
     if (path === "/") {
-      if (!readOnly) return methodNotAllowed(method, path, "GET, HEAD");
-      // The one path served without Metadata-Flavor (Go's OnGCE probe sends none); its query is ignored.
-      return respond((snapshot.lookup("/") as MetaNode).plain);
+      if (method !== "GET" && method !== "HEAD") return methodNotAllowed(method, path, "GET, HEAD");
+      return state.faults === undefined ? root() : (state.faults(req, path, server, root) ?? root());
     }
     if (!path.startsWith("/computeMetadata")) return undefined;
 
@@ -180,7 +192,17 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
       const legacy = state.legacyHeader && headers.get("x-google-metadata-request")?.toLowerCase() === "true";
       if (!legacy) return missingFlavor(pathAndQuery(u));
     }
-    if (!readOnly) return state.writes?.(req, path) ?? methodNotAllowed(method, path, "GET, HEAD");
+    if (state.faults !== undefined) return state.faults(req, path, server, () => serve(req, u, server)) ?? serve(req, u, server);
+    return serve(req, u, server);
+  };
+
+  /** An admitted request under /computeMetadata: guest-attribute writes, or one snapshot lookup. */
+  function serve(req: Request, u: SplitUrl, server: ServerHooks | undefined): Response | Promise<Response> {
+    const { path, query } = u;
+    const method = req.method;
+    if (method !== "GET" && method !== "HEAD") return state.writes?.(req, path) ?? methodNotAllowed(method, path, "GET, HEAD");
+    const snapshot = state.snapshot;
+    const headers = req.headers;
 
     let entry = snapshot.lookup(path);
     if (entry === undefined) {
@@ -206,7 +228,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     if (node.kind === "disabled") return guestAttributesDisabled();
     const params = query === "" ? undefined : parseQuery(query);
     return node.kind === "token" ? token(node, params) : identity(node, params, snapshot);
-  };
+  }
 }
 
 /** A path with no node: 404, or 403 under guest attributes while they are disabled. */
