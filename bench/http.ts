@@ -4,8 +4,10 @@
  * fixed body (bench/baseline-server.ts), on three paths: a leaf, the recursive instance document, the cached token.
  *
  *   node_modules/.bin/bun bench/http.ts [--rounds 5] [--duration 3] [--connections 32] [--threads 1]
- *                                       [--binary] [--floor] [--strict]
+ *                                       [--binary] [--floor] [--strict] [--against REV]
  *
+ * `--against REV` also runs the server as it was at git revision REV (exported with `git archive` into .tmp/bench/)
+ * and prints this server's req/s as a ratio to it, paired per round: an A/B of a change measured in one run.
  * `--binary` also measures the compiled executable (built with scripts/build.ts into .tmp/bench/).
  * `--floor` also measures bench/floor-server.ts serving the server's own bodies: the least a faithful handler does
  * on Bun.serve (request headers read, the real response headers), a reference the server can approach at best.
@@ -22,7 +24,7 @@
  * measured back to back (judged against the targets), and the ratio of the medians. Everything binds 127.0.0.1 and is stopped at the end (or on Ctrl-C).
  */
 import { readFileSync } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, rm, symlink } from "node:fs/promises";
 import { loadavg, cpus } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -53,6 +55,7 @@ interface Options {
   binary: boolean;
   floor: boolean;
   strict: boolean;
+  against?: string;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -71,7 +74,11 @@ function parseArgs(argv: string[]): Options {
     else if (a === "--binary") o.binary = true;
     else if (a === "--floor") o.floor = true;
     else if (a === "--strict") o.strict = true;
-    else throw new Error(`unknown argument ${a}`);
+    else if (a === "--against") {
+      const rev = argv[++i];
+      if (!rev) throw new Error("--against needs a git revision");
+      o.against = rev;
+    } else throw new Error(`unknown argument ${a}`);
   }
   return o;
 }
@@ -166,6 +173,19 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
+/** The source tree at a git revision, in .tmp/bench/rev-<rev>, sharing this checkout's node_modules. */
+async function exportRevision(rev: string): Promise<string> {
+  const dir = join(ROOT, ".tmp", "bench", `rev-${rev.replace(/[^\w.-]/g, "_")}`);
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  const archive = Bun.spawn(["git", "-C", ROOT, "archive", rev], { stdout: "pipe", stderr: "pipe" });
+  const untar = Bun.spawn(["tar", "-x", "-C", dir], { stdin: archive.stdout, stderr: "pipe" });
+  const [a, t] = await Promise.all([archive.exited, untar.exited]);
+  if (a !== 0 || t !== 0) throw new Error(`cannot export git revision ${rev}: ${await new Response(archive.stderr).text()}`);
+  await symlink(join(ROOT, "node_modules"), join(dir, "node_modules"));
+  return dir;
+}
+
 async function check(t: Target, path: string): Promise<string> {
   const r = await fetch(t.url + path, { headers: { "Metadata-Flavor": "Google" } });
   const body = await r.text();
@@ -204,6 +224,12 @@ async function main(argv: string[]): Promise<number> {
       targets.push(await start("server (compiled)", [built], cwd));
     }
     const references: Target[] = [];
+    let against: Target | undefined;
+    if (o.against) {
+      const dir = await exportRevision(o.against);
+      against = await start(`server at ${o.against}`, [BUN, join(dir, "src/cli.ts")], cwd);
+      references.push(against);
+    }
     if (o.floor) {
       // The server's own bodies for the three paths (the token's path is served under its path, without query).
       const bodies: Record<string, { body: string; type: string }> = {};
@@ -264,6 +290,18 @@ async function main(argv: string[]): Promise<number> {
             `   ratio ${paired.toFixed(2)}x paired (${(rps / baseRps).toFixed(2)}x of medians)` +
             (reference ? "   (reference)" : `   (target >= ${p.minRatio}x, p99 < ${MAX_P99_MS} ms: ${met ? "met" : "MISSED"})`) +
             `   rounds: ${rs.map((r) => r.rps.toFixed(0)).join(" ")}`,
+        );
+      }
+    }
+    if (against) {
+      console.log(`\nA/B: this server's req/s over the server at ${o.against}, paired per round (median; min–max)`);
+      const server = targets[0]!;
+      for (const p of PATHS) {
+        const mine = results.get(key(server, p))!;
+        const theirs = results.get(key(against, p))!;
+        const ratios = mine.map((r, i) => r.rps / theirs[i]!.rps);
+        console.log(
+          `  ${p.name.padEnd(26)} ${median(ratios).toFixed(3)}x   (${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)})`,
         );
       }
     }
