@@ -38,6 +38,7 @@ export const DEBIAN_PACKAGES = [
   "python3-requests", // its HTTP transport (only Recommended by python3-google-auth, and we skip Recommends)
   "golang-go", // test/clients: Go compute/metadata
   "golang-google-cloud-compute-metadata-dev",
+  "golang-golang-x-oauth2-google-dev", // test/clients/faults.test.ts: Go oauth2/google
 ] as const;
 
 async function run(cmd: string[], opts: { quiet?: boolean } = {}): Promise<{ code: number; out: string }> {
