@@ -24,11 +24,12 @@
  * measured back to back (judged against the targets), and the ratio of the medians. Everything binds 127.0.0.1 and is stopped at the end (or on Ctrl-C).
  */
 import { readFileSync } from "node:fs";
-import { mkdir, rm, symlink } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { loadavg, cpus } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { compile, versionDefines, versionFacts } from "../scripts/build.ts";
+import { exportRevision } from "./revision.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const BUN = process.execPath;
@@ -172,19 +173,6 @@ const median = (xs: number[]): number => {
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
-
-/** The source tree at a git revision, in .tmp/bench/rev-<rev>, sharing this checkout's node_modules. */
-async function exportRevision(rev: string): Promise<string> {
-  const dir = join(ROOT, ".tmp", "bench", `rev-${rev.replace(/[^\w.-]/g, "_")}`);
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  const archive = Bun.spawn(["git", "-C", ROOT, "archive", rev], { stdout: "pipe", stderr: "pipe" });
-  const untar = Bun.spawn(["tar", "-x", "-C", dir], { stdin: archive.stdout, stderr: "pipe" });
-  const [a, t] = await Promise.all([archive.exited, untar.exited]);
-  if (a !== 0 || t !== 0) throw new Error(`cannot export git revision ${rev}: ${await new Response(archive.stderr).text()}`);
-  await symlink(join(ROOT, "node_modules"), join(dir, "node_modules"));
-  return dir;
-}
 
 async function check(t: Target, path: string): Promise<string> {
   const r = await fetch(t.url + path, { headers: { "Metadata-Flavor": "Google" } });

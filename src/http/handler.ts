@@ -192,17 +192,24 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
       const legacy = state.legacyHeader && headers.get("x-google-metadata-request")?.toLowerCase() === "true";
       if (!legacy) return missingFlavor(pathAndQuery(u));
     }
-    if (state.faults !== undefined) return state.faults(req, path, server, () => serve(req, u, server)) ?? serve(req, u, server);
-    return serve(req, u, server);
+    if (state.faults !== undefined) {
+      const next = () => serve(req, u, method, headers, server);
+      return state.faults(req, path, server, next) ?? next();
+    }
+    return serve(req, u, method, headers, server);
   };
 
   /** An admitted request under /computeMetadata: guest-attribute writes, or one snapshot lookup. */
-  function serve(req: Request, u: SplitUrl, server: ServerHooks | undefined): Response | Promise<Response> {
+  function serve(
+    req: Request,
+    u: SplitUrl,
+    method: string,
+    headers: Headers,
+    server: ServerHooks | undefined,
+  ): Response | Promise<Response> {
     const { path, query } = u;
-    const method = req.method;
     if (method !== "GET" && method !== "HEAD") return state.writes?.(req, path) ?? methodNotAllowed(method, path, "GET, HEAD");
     const snapshot = state.snapshot;
-    const headers = req.headers;
 
     let entry = snapshot.lookup(path);
     if (entry === undefined) {
