@@ -340,8 +340,8 @@ export class FaultRules {
   }
 
   /**
-   * Answer after `ms` of real time. A client that leaves first gets nothing (its connection is gone). Bun's idle
-   * timeout is lifted for the request, as for hanging GETs, so a long delay is not cut short at 10 s.
+   * Answer after `ms` of real time. A client that leaves first gets nothing (its connection is gone). The request's
+   * idle timeout is lifted, as for hanging GETs, so only the client or the rule ends the wait.
    */
   private hold(req: Request, server: ServerHooks | undefined, ms: number, answer: () => Response | Promise<Response>): Promise<Response> {
     server?.timeout?.(req, 0);
