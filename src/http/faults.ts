@@ -24,7 +24,7 @@ import { parseDuration } from "../duration.ts";
 import { UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { BASE_HEADERS, TEXT } from "../metadata/snapshot.ts";
-import type { Handled, ServerHooks } from "./handler.ts";
+import type { Handled, MetadataHandler, ServerHooks } from "./handler.ts";
 
 export type FaultAction = "respond" | "reset" | "hang";
 
@@ -266,6 +266,8 @@ export class FaultRules {
   private readonly random: () => number;
   /** Requests held by a delay or a hang: released (closed) on close(). */
   private readonly held = new Set<() => void>();
+  /** Requests a rule let through late: the handler runs again for them, and no rule judges them twice. */
+  private readonly passed = new WeakSet<Request>();
 
   constructor(private readonly options: FaultRulesOptions = {}) {
     this.now = options.now ?? (() => performance.now());
@@ -314,9 +316,10 @@ export class FaultRules {
 
   /**
    * The guard's hook: the answer of the first rule that fires for this admitted request, or undefined (serve it as
-   * usual). `next` serves it as usual, for rules that only delay it.
+   * usual). `handle` is the guard, run again for a request a rule only delays.
    */
-  readonly apply = (req: Request, path: string, server: ServerHooks | undefined, next: () => Response | Promise<Response>): Handled => {
+  readonly apply = (req: Request, path: string, server: ServerHooks | undefined, handle: MetadataHandler): Handled => {
+    if (this.passed.has(req)) return undefined;
     const now = this.now();
     for (const r of this.rules) {
       if (!r.matches(path) || !r.active(now)) continue;
@@ -328,14 +331,18 @@ export class FaultRules {
       r.hits++;
       const log = this.options.log;
       if (log?.enabled("debug")) log.debug("fault injected", { rule: r.id, path, action: r.action, status: r.spec.status });
-      return this.act(r, req, server, next);
+      return this.act(r, req, server, handle);
     }
     return undefined;
   };
 
-  private act(r: Rule, req: Request, server: ServerHooks | undefined, next: () => Response | Promise<Response>): Handled {
+  private act(r: Rule, req: Request, server: ServerHooks | undefined, handle: MetadataHandler): Handled {
     if (r.action === "hang") return this.hold(req, server, r.delayMs > 0 ? r.delayMs : HANG_LIMIT_MS, connectionReset);
-    const answer = r.action === "reset" ? connectionReset : () => r.answer() ?? next();
+    const through = () => {
+      this.passed.add(req);
+      return handle(req, server) ?? connectionReset();
+    };
+    const answer = r.action === "reset" ? connectionReset : () => r.answer() ?? through();
     return r.delayMs > 0 ? this.hold(req, server, r.delayMs, answer) : answer();
   }
 

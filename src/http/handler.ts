@@ -16,7 +16,7 @@ import {
 import { CachedToken, type TokenCache } from "../credentials/token-cache.ts";
 import { badRequest, forwarded, guestAttributesDisabled, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
 import { flag, parseQuery, type Params } from "./query.ts";
-import { normalisePath, pathAndQuery, type SplitUrl, splitUrl } from "../metadata/path.ts";
+import { normalisePath, pathAndQuery, splitUrl } from "../metadata/path.ts";
 import { redact, type Logger } from "../log.ts";
 import type { Account } from "../credentials/source.ts";
 import type { MetricsHooks } from "../observability/metrics.ts";
@@ -44,9 +44,11 @@ export interface ServingState {
 
 /**
  * Fault injection's hook, run on admitted requests before the lookup: an answer, or undefined to serve as usual.
- * `next` serves the request as usual (for a rule that only delays it).
+ * `handle` is this handler, for a rule that only delays the real answer (the hook lets the request through then).
  */
-export type FaultHook = (req: Request, path: string, server: ServerHooks | undefined, next: () => Response | Promise<Response>) => Handled;
+export type FaultHook = (req: Request, path: string, server: ServerHooks | undefined, handle: MetadataHandler) => Handled;
+
+export type MetadataHandler = (req: Request, server?: ServerHooks) => Handled;
 
 /** What the handler needs from the server (Bun's Server) for long requests. */
 export interface ServerHooks {
@@ -60,7 +62,7 @@ const DEFAULT_HOST = "metadata.google.internal";
 
 export type Handled = Response | Promise<Response> | undefined;
 
-export function createMetadataHandler(state: ServingState): (req: Request, server?: ServerHooks) => Handled {
+export function createMetadataHandler(state: ServingState): MetadataHandler {
   const { log } = state;
   const now = state.now ?? Date.now;
   const accessTokenBody = (t: CachedToken): string => t.accessTokenBody(now());
@@ -79,7 +81,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     t: CachedToken | Promise<CachedToken>,
     body: (t: CachedToken) => string,
     init: ResponseInit,
-  ): Response | Promise<Response> {
+  ): Handled {
     if (t instanceof CachedToken) return new Response(body(t), init);
     return t.then(
       (v) => new Response(body(v), init),
@@ -91,7 +93,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     );
   }
 
-  function token(node: MetaNode, params: Params | undefined): Response | Promise<Response> {
+  function token(node: MetaNode, params: Params | undefined): Handled {
     const account = node.account!;
     if (params && flag(params, "wait_for_change")) return badRequest("wait_for_change is not supported for the token endpoint");
     const requested = params?.get("scopes");
@@ -104,7 +106,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     return issue("an access token", account, state.tokens.accessToken(account, scopes), accessTokenBody, TOKEN_INIT);
   }
 
-  function identity(node: MetaNode, params: Params | undefined, snapshot: Snapshot): Response | Promise<Response> {
+  function identity(node: MetaNode, params: Params | undefined, snapshot: Snapshot): Handled {
     const account = node.account!;
     const audience = params?.get("audience");
     if (!audience) return badRequest("non-empty audience parameter required");
@@ -170,21 +172,24 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     return typeof r === "string" ? badRequest(r) : respond(r);
   }
 
-  /** The root: the one path served without Metadata-Flavor (Go's OnGCE probe sends none); its query is ignored. */
-  const root = (): Response => respond((state.snapshot.lookup("/") as MetaNode).plain);
-
-  // Admission rules, then (only while fault rules exist) fault injection, then `serve`.
-  return function handle(req: Request, server?: ServerHooks): Handled {
+  function handle(req: Request, server?: ServerHooks): Handled {
     const u = splitUrl(req.url);
-    const path = u.path;
+    const { path, query } = u;
     const headers = req.headers;
 
     if (headers.get("x-forwarded-for") !== null) return forwarded(pathAndQuery(u));
 
     const method = req.method;
+    const readOnly = method === "GET" || method === "HEAD";
+    const snapshot = state.snapshot;
     if (path === "/") {
-      if (method !== "GET" && method !== "HEAD") return methodNotAllowed(method, path, "GET, HEAD");
-      return state.faults === undefined ? root() : (state.faults(req, path, server, root) ?? root());
+      if (!readOnly) return methodNotAllowed(method, path, "GET, HEAD");
+      if (state.faults !== undefined) {
+        const fault = state.faults(req, path, server, handle);
+        if (fault !== undefined) return fault;
+      }
+      // The one path served without Metadata-Flavor (Go's OnGCE probe sends none); its query is ignored.
+      return respond((snapshot.lookup("/") as MetaNode).plain);
     }
     if (!path.startsWith("/computeMetadata")) return undefined;
 
@@ -192,24 +197,12 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
       const legacy = state.legacyHeader && headers.get("x-google-metadata-request")?.toLowerCase() === "true";
       if (!legacy) return missingFlavor(pathAndQuery(u));
     }
+    // Fault injection, after admission and before the lookup: one field check while no rule is set.
     if (state.faults !== undefined) {
-      const next = () => serve(req, u, method, headers, server);
-      return state.faults(req, path, server, next) ?? next();
+      const fault = state.faults(req, path, server, handle);
+      if (fault !== undefined) return fault;
     }
-    return serve(req, u, method, headers, server);
-  };
-
-  /** An admitted request under /computeMetadata: guest-attribute writes, or one snapshot lookup. */
-  function serve(
-    req: Request,
-    u: SplitUrl,
-    method: string,
-    headers: Headers,
-    server: ServerHooks | undefined,
-  ): Response | Promise<Response> {
-    const { path, query } = u;
-    if (method !== "GET" && method !== "HEAD") return state.writes?.(req, path) ?? methodNotAllowed(method, path, "GET, HEAD");
-    const snapshot = state.snapshot;
+    if (!readOnly) return state.writes?.(req, path) ?? methodNotAllowed(method, path, "GET, HEAD");
 
     let entry = snapshot.lookup(path);
     if (entry === undefined) {
@@ -236,6 +229,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     const params = query === "" ? undefined : parseQuery(query);
     return node.kind === "token" ? token(node, params) : identity(node, params, snapshot);
   }
+  return handle;
 }
 
 /** A path with no node: 404, or 403 under guest attributes while they are disabled. */
