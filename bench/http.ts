@@ -282,15 +282,16 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     if (against) {
-      console.log(`\nA/B: this server's req/s over the server at ${o.against}, paired per round (median; min–max)`);
+      // req/s moves with whatever else the machine runs; server CPU per request moves much less, so both are shown.
+      console.log(`\nA/B: this server over the server at ${o.against}, paired per round (median; min–max)`);
       const server = targets[0]!;
+      const span = (xs: number[]) => `${median(xs).toFixed(3)}x (${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)})`;
       for (const p of PATHS) {
         const mine = results.get(key(server, p))!;
         const theirs = results.get(key(against, p))!;
-        const ratios = mine.map((r, i) => r.rps / theirs[i]!.rps);
-        console.log(
-          `  ${p.name.padEnd(26)} ${median(ratios).toFixed(3)}x   (${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)})`,
-        );
+        const rps = mine.map((r, i) => r.rps / theirs[i]!.rps);
+        const cpu = mine.map((r, i) => theirs[i]!.cpuUs / r.cpuUs);
+        console.log(`  ${p.name.padEnd(26)} req/s ${span(rps)}   requests per CPU second ${span(cpu)}`);
       }
     }
     return o.strict && !ok ? 1 : 0;

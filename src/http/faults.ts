@@ -212,7 +212,10 @@ class Rule {
     this.delayMs = spec.delay === undefined ? 0 : duration("delay", spec.delay).ms;
     this.until = spec.for === undefined ? Number.POSITIVE_INFINITY : addedAt + duration("for", spec.for).ms;
     if (spec.status !== undefined) {
-      this.init = { status: spec.status, headers: { ...BASE_HEADERS, "Content-Type": TEXT, ...spec.headers } };
+      // The rule's headers replace the server's own of the same name, whatever their case.
+      const headers = new Headers({ ...BASE_HEADERS, "Content-Type": TEXT });
+      for (const [k, v] of Object.entries(spec.headers ?? {})) headers.set(k, v);
+      this.init = { status: spec.status, headers };
     }
   }
 

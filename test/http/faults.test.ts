@@ -156,6 +156,12 @@ describe("on the wire", () => {
     expect(r.headers.get("retry-after")).toBe("2");
     expect(r.headers.get("metadata-flavor")).toBe("Google");
     expect(await r.text()).toBe("slow down\n");
+    s.server.faults.clear();
+    s.server.faults.add({ path: "project/*", status: 200, body: "{not json", headers: { "content-type": "application/json" } });
+    const corrupt = await s.get(`${V1}project/project-id`);
+    expect(corrupt.headers.get("content-type")).toBe("application/json");
+    expect(await corrupt.text()).toBe("{not json");
+    s.server.faults.clear();
     const other = await s.get(`${V1}project/project-id`);
     expect(await other.text()).toBe("example-project");
   });
