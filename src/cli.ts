@@ -80,6 +80,12 @@ export async function main(argv: string[], env: Record<string, string | undefine
       log.info("metrics listening", { url: `${server.metricsUrl}${flags.metricsPath}`, health: `${server.metricsUrl}/healthz` });
     if (flags.controlAPI)
       log.info("control API enabled", socketPath ? { socket: socketPath, path: "/emulator/v1/" } : { url: `${url}/emulator/v1/` });
+    if (options.faults) {
+      log.warn("fault injection is on: matching requests fail on purpose", {
+        rules: options.faults.length,
+        ...(flags.controlAPI ? { list: "GET /emulator/v1/faults" } : {}),
+      });
+    }
     if (maintenance) server.simulateMaintenance(maintenance);
     if (preemption) server.simulatePreemption(preemption);
   } catch (e) {

@@ -226,6 +226,8 @@ export class MetadataServer {
       now: this.clock.now,
     });
     this.clock.onChange((movedBy) => {
+      const { now, offsetSeconds } = this.clock.state();
+      this.log.info("virtual clock moved", { now, offsetSeconds });
       this.lifecycle.retime();
       // Tokens minted in the clock's future would show more than their lifetime: mint again on the new time.
       if (movedBy < 0) this.state.tokens.clear();

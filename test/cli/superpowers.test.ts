@@ -34,6 +34,7 @@ test('-fault "path=*,status=503,for=10s" is a server still booting: its very fir
     // Admission first: without the header it is still the 403.
     expect((await fetch(`${s.url}${V1}project/project-id`)).status).toBe(403);
     expect(s.log()).not.toMatch(/ERROR/);
+    expect(s.log()).toMatch(/WARN +fault injection is on: matching requests fail on purpose rules=2/);
   } finally {
     expect(await s.stop()).toBe(0);
   }
