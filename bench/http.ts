@@ -4,8 +4,10 @@
  * fixed body (bench/baseline-server.ts), on three paths: a leaf, the recursive instance document, the cached token.
  *
  *   node_modules/.bin/bun bench/http.ts [--rounds 5] [--duration 3] [--connections 32] [--threads 1]
- *                                       [--binary] [--floor] [--strict]
+ *                                       [--binary] [--floor] [--strict] [--against REV]
  *
+ * `--against REV` also runs the server as it was at git revision REV (exported with `git archive` into .tmp/bench/)
+ * and prints this server's req/s as a ratio to it, paired per round: an A/B of a change measured in one run.
  * `--binary` also measures the compiled executable (built with scripts/build.ts into .tmp/bench/).
  * `--floor` also measures bench/floor-server.ts serving the server's own bodies: the least a faithful handler does
  * on Bun.serve (request headers read, the real response headers), a reference the server can approach at best.
@@ -27,6 +29,7 @@ import { loadavg, cpus } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { compile, versionDefines, versionFacts } from "../scripts/build.ts";
+import { exportRevision } from "./revision.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const BUN = process.execPath;
@@ -53,6 +56,7 @@ interface Options {
   binary: boolean;
   floor: boolean;
   strict: boolean;
+  against?: string;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -71,7 +75,11 @@ function parseArgs(argv: string[]): Options {
     else if (a === "--binary") o.binary = true;
     else if (a === "--floor") o.floor = true;
     else if (a === "--strict") o.strict = true;
-    else throw new Error(`unknown argument ${a}`);
+    else if (a === "--against") {
+      const rev = argv[++i];
+      if (!rev) throw new Error("--against needs a git revision");
+      o.against = rev;
+    } else throw new Error(`unknown argument ${a}`);
   }
   return o;
 }
@@ -204,6 +212,12 @@ async function main(argv: string[]): Promise<number> {
       targets.push(await start("server (compiled)", [built], cwd));
     }
     const references: Target[] = [];
+    let against: Target | undefined;
+    if (o.against) {
+      const dir = await exportRevision(o.against);
+      against = await start(`server at ${o.against}`, [BUN, join(dir, "src/cli.ts")], cwd);
+      references.push(against);
+    }
     if (o.floor) {
       // The server's own bodies for the three paths (the token's path is served under its path, without query).
       const bodies: Record<string, { body: string; type: string }> = {};
@@ -265,6 +279,19 @@ async function main(argv: string[]): Promise<number> {
             (reference ? "   (reference)" : `   (target >= ${p.minRatio}x, p99 < ${MAX_P99_MS} ms: ${met ? "met" : "MISSED"})`) +
             `   rounds: ${rs.map((r) => r.rps.toFixed(0)).join(" ")}`,
         );
+      }
+    }
+    if (against) {
+      // req/s moves with whatever else the machine runs; server CPU per request moves much less, so both are shown.
+      console.log(`\nA/B: this server over the server at ${o.against}, paired per round (median; min–max)`);
+      const server = targets[0]!;
+      const span = (xs: number[]) => `${median(xs).toFixed(3)}x (${Math.min(...xs).toFixed(3)}–${Math.max(...xs).toFixed(3)})`;
+      for (const p of PATHS) {
+        const mine = results.get(key(server, p))!;
+        const theirs = results.get(key(against, p))!;
+        const rps = mine.map((r, i) => r.rps / theirs[i]!.rps);
+        const cpu = mine.map((r, i) => theirs[i]!.cpuUs / r.cpuUs);
+        console.log(`  ${p.name.padEnd(26)} req/s ${span(rps)}   requests per CPU second ${span(cpu)}`);
       }
     }
     return o.strict && !ok ? 1 : 0;

@@ -62,6 +62,10 @@ export async function main(argv: string[], env: Record<string, string | undefine
       if (flags.simulateMaintenance) maintenance = parseMaintenanceSpec(flags.simulateMaintenance);
       if (flags.simulatePreemption) preemption = parsePreemptionSpec(flags.simulatePreemption);
     }
+    if (flags.fault.length > 0) {
+      const { parseFaultSpec } = await import("./http/faults.ts");
+      options.faults = flags.fault.map(parseFaultSpec);
+    }
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     process.stderr.write(`${e.message}\n`);
@@ -85,6 +89,12 @@ export async function main(argv: string[], env: Record<string, string | undefine
       log.info("metrics listening", { url: `${server.metricsUrl}${flags.metricsPath}`, health: `${server.metricsUrl}/healthz` });
     if (flags.controlAPI)
       log.info("control API enabled", socketPath ? { socket: socketPath, path: "/emulator/v1/" } : { url: `${url}/emulator/v1/` });
+    if (options.faults) {
+      log.warn("fault injection is on: matching requests fail on purpose", {
+        rules: options.faults.length,
+        ...(flags.controlAPI ? { list: "GET /emulator/v1/faults" } : {}),
+      });
+    }
     if (maintenance) server.simulateMaintenance(maintenance);
     if (preemption) server.simulatePreemption(preemption);
   } catch (e) {

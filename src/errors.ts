@@ -134,7 +134,16 @@ export class UpstreamError extends CredentialError implements UpstreamFailure {
 
 export type UsageErrorCode =
   /** A flag or option is wrong; the message names it. */
-  "USAGE" | "BAD_DURATION" | "BAD_URL" | "BAD_PORT" | "BAD_PCRS" | "NO_ADC" | "TPM_NO_KEY" | "TPM_MTLS_UNSUPPORTED";
+  | "USAGE"
+  | "BAD_DURATION"
+  | "BAD_URL"
+  | "BAD_PORT"
+  | "BAD_PCRS"
+  | "NO_ADC"
+  | "TPM_NO_KEY"
+  | "TPM_MTLS_UNSUPPORTED"
+  /** A fault-injection rule (`-fault`, control API, library) is malformed; the message names the field. */
+  | "BAD_FAULT";
 
 /** A command-line flag, library option or environment variable is wrong. */
 export class UsageError extends MetadataError<UsageErrorCode> {}

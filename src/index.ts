@@ -13,11 +13,13 @@
 import type { Server } from "bun";
 import defaultConfigText from "../config.json" with { type: "text" };
 import { ChangeHub } from "./changes/hub.ts";
+import { Clock } from "./clock.ts";
 import { parseConfigText } from "./config/claims.ts";
 import { ConfigStore, type ReloadStats } from "./config/store.ts";
 import type { UpstreamWatch } from "./config/upstream.ts";
 import type { ConfigWatcher } from "./config/watch.ts";
 import { EmulatedIssuer } from "./credentials/emulated.ts";
+import { refreshMargins, tokenLifetimeMs } from "./credentials/lifetime.ts";
 import { type CredentialSpec, isCredentialSpec, type Note, openSource } from "./credentials/open.ts";
 import type { CredentialSource } from "./credentials/source.ts";
 import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
@@ -27,6 +29,7 @@ import { ConfigError, CredentialError, UpstreamError, UsageError } from "./error
 import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSpec } from "./events/lifecycle.ts";
 import { createFetch } from "./http/app.ts";
 import type { Callers } from "./http/callers.ts";
+import { FaultRules, type FaultSpec } from "./http/faults.ts";
 import { createGuestWrites } from "./http/guest.ts";
 import type { ServingState } from "./http/handler.ts";
 import { parsePort } from "./address.ts";
@@ -42,6 +45,7 @@ import { instrument } from "./observability/requests.ts";
 import { VERSION } from "./version.ts";
 
 export { TooManyWaiters } from "./changes/hub.ts";
+export { Clock, type ClockState } from "./clock.ts";
 export type { ReloadStats } from "./config/store.ts";
 export { EmulatedIssuer } from "./credentials/emulated.ts";
 export type { CredentialSpec } from "./credentials/open.ts";
@@ -61,6 +65,7 @@ export {
 export type { LifecycleEvent, MaintenanceSpec, PreemptionSpec } from "./events/lifecycle.ts";
 export { parsePort } from "./address.ts";
 export type { TlsFiles } from "./http/listen.ts";
+export { type FaultAction, FaultRules, type FaultRuleView, type FaultSpec, parseFaultSpec } from "./http/faults.ts";
 export { createLogger, type Logger, type LoggerLike } from "./log.ts";
 export { Snapshot } from "./metadata/snapshot.ts";
 export type { MetricsHooks } from "./observability/metrics.ts";
@@ -131,6 +136,14 @@ export interface MetadataServerOptions {
   callersFile?: string;
   /** A callers document, instead of `callersFile` (`{"callers":[…],"unmatched":"allow"}`). */
   callers?: object;
+  /**
+   * Lifetime of the tokens this server mints itself (emulated issuer, the countdown of static tokens): a Go duration
+   * (`"2m"`) or milliseconds; default one hour. The cache's margins scale with it (refresh 5/60 of it ahead, never
+   * hand out less than 4/60), so `"2m"` behaves like the real hour, compressed. Whole seconds, at least 1 s.
+   */
+  tokenLifetime?: string | number;
+  /** Fault-injection rules in force from the start (`-fault`); more can be added with `server.faults.add`. */
+  faults?: FaultSpec[];
 }
 
 /** The longest `upstreamTimeoutMs`: a token request's connection is kept open this long plus a margin. */
@@ -151,6 +164,10 @@ export class MetadataServer {
   readonly changes: ChangeHub;
   /** Simulated maintenance and preemption events. */
   readonly lifecycle: Lifecycle;
+  /** The server's clock: real time plus an offset (`advance("58m")`, `set(date)`, `reset()`, `now()`). */
+  readonly clock: Clock;
+  /** Fault-injection rules (`add({...})`, `list()`, `remove(id)`, `clear()`); see http/faults.ts. */
+  readonly faults: FaultRules;
   private server: Server<unknown> | undefined;
   private readonly metricsRecorder: Metrics | undefined;
   private metricsServer: Server<unknown> | undefined;
@@ -160,6 +177,7 @@ export class MetadataServer {
   private readonly staticTokens: StaticTokens;
   private readonly tokenEvents: TokenCacheEvents | undefined;
   private readonly upstreamTimeoutMs: number;
+  private readonly tokenLifetime: number;
   /** A credential spec still to be opened by start(). */
   private pending: CredentialSpec | undefined;
   private watcher: ConfigWatcher | undefined;
@@ -204,6 +222,8 @@ export class MetadataServer {
       },
     };
     this.tokenEvents = fanOut(fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents), failureLog);
+    this.clock = new Clock();
+    this.tokenLifetime = tokenLifetimeMs(options.tokenLifetime);
 
     // Static tokens: the environment's, then the library's own (which win), laid over the source once.
     // With an upstream and no credentials of its own, the upstream's token endpoints are the source.
@@ -211,6 +231,8 @@ export class MetadataServer {
       options.credentials ?? (this.upstreamUrl ? { type: "upstream", url: this.upstreamUrl } : undefined);
     const given = c && !isCredentialSpec(c) && typeof (c as CredentialSource).accessToken !== "function" ? (c as StaticTokens) : {};
     this.staticTokens = {
+      now: this.clock.now,
+      lifetimeSeconds: this.tokenLifetime / 1000,
       ...given,
       accessToken: given.accessToken ?? this.env.accessToken,
       idToken: given.idToken ?? this.env.idToken,
@@ -222,7 +244,7 @@ export class MetadataServer {
     } else if (c && typeof (c as CredentialSource).accessToken === "function") {
       base = c as CredentialSource;
     } else {
-      base = new EmulatedIssuer();
+      base = new EmulatedIssuer({ now: this.clock.now, lifetimeSeconds: this.tokenLifetime / 1000 });
     }
 
     this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? 0 });
@@ -245,8 +267,14 @@ export class MetadataServer {
       scheme: sc.tls ? "https" : "http",
       waits: this.changes,
       metrics: this.metrics,
+      now: this.clock.now,
+      faults: undefined,
     };
     this.state.writes = createGuestWrites(this.store);
+    const faults = new FaultRules({ onChange: (active) => (this.state.faults = active ? faults.apply : undefined), log: this.log });
+    this.faults = faults;
+    for (const f of options.faults ?? []) faults.add(f);
+    this.metricsRecorder?.faultHits(() => faults.list());
     this.lifecycle = new Lifecycle({
       tree: () => this.store.current.tree,
       edit: (fn) => {
@@ -257,6 +285,14 @@ export class MetadataServer {
         }
       },
       log: this.log,
+      now: this.clock.now,
+    });
+    this.clock.onChange((movedBy) => {
+      const { now, offsetSeconds } = this.clock.state();
+      this.log.info("virtual clock moved", { now, offsetSeconds });
+      this.lifecycle.retime();
+      // Tokens minted in the clock's future would show more than their lifetime: mint again on the new time.
+      if (movedBy < 0) this.state.tokens.clear();
     });
     // Without a file the config is known now, so a library user can read and edit it before start().
     // (With an upstream, it is known once start() has read the upstream's tree.)
@@ -268,6 +304,8 @@ export class MetadataServer {
   private tokenCache(base: CredentialSource): TokenCache {
     return new TokenCache(overlayStatic(this.staticTokens, base), {
       deadlineMs: this.upstreamTimeoutMs,
+      now: this.clock.now,
+      ...refreshMargins(this.tokenLifetime),
       ...(this.tokenEvents ? { events: this.tokenEvents } : {}),
     });
   }
@@ -424,6 +462,8 @@ export class MetadataServer {
           quiet,
           timeoutMs: this.upstreamTimeoutMs,
           defaultEmail: () => this.requireDefaultEmail(spec),
+          now: this.clock.now,
+          tokenLifetimeMs: this.tokenLifetime,
         });
         opened = r.source;
         notes.push(...r.notes);
@@ -581,6 +621,7 @@ export class MetadataServer {
     this.upstreamWatch = undefined;
     this.lifecycle.close();
     this.callers?.close();
+    this.faults.close();
     // Hanging requests answer with the current content; give them a moment to be written before closing sockets.
     this.changes.close();
     if (s) {

@@ -4,11 +4,12 @@
  */
 import { UsageError } from "../errors.ts";
 
-type Kind = "string" | "bool" | "int";
+/** `strings` is a repeatable string flag: every occurrence is kept, in order. */
+type Kind = "string" | "bool" | "int" | "strings";
 
 export interface FlagSpec {
   kind: Kind;
-  default: string | boolean | number;
+  default: string | boolean | number | readonly string[];
   help: string;
 }
 
@@ -113,6 +114,17 @@ export const FLAGS = {
     default: "",
     help: 'schedule a preemption: "in=2m" or "at=<RFC 3339 time>", optionally grace=30s (shutdown-details/max-duration)',
   },
+  // test superpowers (docs/faults.md)
+  tokenLifetime: {
+    kind: "string",
+    default: "1h",
+    help: "lifetime of the tokens this server mints (emulated issuer, static tokens' countdown); refresh margins scale with it, so 2m behaves like the real hour, compressed",
+  },
+  fault: {
+    kind: "strings",
+    default: [],
+    help: 'inject a fault, repeatable: "path=instance/service-accounts/*/token,status=503,times=2" (fields: path, action=respond|reset|hang, status, header=Name: value, delay, times, every, probability, after, for; see docs/faults.md)',
+  },
   tokenURL: {
     kind: "string",
     default: "https://oauth2.googleapis.com/token",
@@ -135,7 +147,9 @@ type ValueOf<K extends FlagName> = (typeof FLAGS)[K]["kind"] extends "bool"
   ? boolean
   : (typeof FLAGS)[K]["kind"] extends "int"
     ? number
-    : string;
+    : (typeof FLAGS)[K]["kind"] extends "strings"
+      ? string[]
+      : string;
 export type Flags = { [K in FlagName]: ValueOf<K> } & { help: boolean; explicit: Set<FlagName> };
 
 const BOOL_VALUES: Record<string, boolean> = {
@@ -174,14 +188,20 @@ export function parseFlags(argv: readonly string[]): Flags {
 
 /** The values a flag table gives, by its kinds; `help` for -h, and the names given on the command line. */
 export type ParsedFlags<T extends Record<string, FlagSpec>> = {
-  [K in keyof T]: T[K]["kind"] extends "bool" ? boolean : T[K]["kind"] extends "int" ? number : string;
+  [K in keyof T]: T[K]["kind"] extends "bool"
+    ? boolean
+    : T[K]["kind"] extends "int"
+      ? number
+      : T[K]["kind"] extends "strings"
+        ? string[]
+        : string;
 } & { help: boolean; explicit: Set<keyof T & string> };
 
 /** Parse Go-style flags against any table (the server's, or a subcommand's own). Throws UsageError. */
 export function parseGoFlags<T extends Record<string, FlagSpec>>(argv: readonly string[], table: T): ParsedFlags<T> {
   const specs = table as Record<string, FlagSpec>;
   const out: Record<string, unknown> = { help: false, explicit: new Set<string>() };
-  for (const [k, spec] of Object.entries(specs)) out[k] = spec.default;
+  for (const [k, spec] of Object.entries(specs)) out[k] = Array.isArray(spec.default) ? [...spec.default] : spec.default;
   const explicit = out.explicit as Set<string>;
   let i = 0;
   while (i < argv.length) {
@@ -223,7 +243,8 @@ export function parseGoFlags<T extends Record<string, FlagSpec>>(argv: readonly 
         const n = parseGoInt(value);
         if (n === undefined) throw new UsageError("USAGE", `invalid value ${JSON.stringify(value)} for flag -${name}: parse error`);
         out[name] = n;
-      } else out[name] = value;
+      } else if (spec.kind === "strings") (out[name] as string[]).push(value);
+      else out[name] = value;
     }
     explicit.add(name);
   }
@@ -242,11 +263,13 @@ export function parseGoFlags<T extends Record<string, FlagSpec>>(argv: readonly 
 
 export function usage(program = "gce_metadata_server", table: Record<string, FlagSpec> = FLAGS): string {
   let s = `Usage of ${program}:\n`;
-  if (table === FLAGS) s += "  (subcommands: capture, env, doctor; gce_metadata_server <command> -h for theirs)\n";
+  if (table === FLAGS) s += "  (subcommands: capture, env, doctor, healthcheck; gce_metadata_server <command> -h for theirs)\n";
   for (const [name, spec] of Object.entries(table) as [string, FlagSpec][]) {
     const type = spec.kind === "bool" ? "" : ` ${spec.kind === "int" ? "int" : "string"}`;
     s += `  -${name}${type}\n    \t${spec.help}`;
-    if (spec.kind !== "bool" && spec.default !== "" && spec.default !== 0) s += ` (default ${JSON.stringify(spec.default)})`;
+    if (spec.kind !== "bool" && spec.kind !== "strings" && spec.default !== "" && spec.default !== 0) {
+      s += ` (default ${JSON.stringify(spec.default)})`;
+    }
     s += "\n";
   }
   return s;

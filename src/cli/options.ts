@@ -4,6 +4,7 @@
  * UsageError. Warnings about flags that do nothing are returned, to be logged once the server is up.
  */
 import { parsePort } from "../address.ts";
+import { tokenLifetimeMs } from "../credentials/lifetime.ts";
 import type { CredentialSpec } from "../credentials/open.ts";
 import { parseDuration } from "../duration.ts";
 import { UsageError } from "../errors.ts";
@@ -133,6 +134,7 @@ export function serverOptions(flags: Flags, env: Record<string, string | undefin
     upstreamTimeoutMs: upstreamTimeout(flags.upstreamTimeout),
     watchConfig: flags.watchConfig,
   };
+  if (flags.explicit.has("tokenLifetime")) options.tokenLifetime = tokenLifetimeMs(flags.tokenLifetime);
   if (flags.upstream) {
     options.upstream = metadataBaseUrl(flags.upstream, "-upstream");
     if (flags.explicit.has("configFile")) options.configFile = flags.configFile;

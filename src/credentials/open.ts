@@ -49,6 +49,10 @@ export interface OpenContext {
   quiet?: boolean;
   /** Deadline of a source's calls when a request carries none (the server's upstream timeout). */
   timeoutMs?: number;
+  /** The server's clock (virtual, see clock.ts), for the tokens minted here; Date.now by default. */
+  now?: () => number;
+  /** Lifetime of the tokens minted here (emulated issuer), ms; one hour by default. */
+  tokenLifetimeMs?: number;
 }
 
 /** Is it a spec (data) rather than a source (an object with methods)? */
@@ -68,6 +72,8 @@ export async function openSource(spec: CredentialSpec, ctx: OpenContext): Promis
       const issuer = new EmulatedIssuer({
         ...(spec.issuer ? { issuer: spec.issuer } : {}),
         ...(spec.keyFile ? { keyFile: spec.keyFile } : {}),
+        ...(ctx.now ? { now: ctx.now } : {}),
+        ...(ctx.tokenLifetimeMs ? { lifetimeSeconds: ctx.tokenLifetimeMs / 1000 } : {}),
       });
       // A named key file is read now, so a bad one stops start-up instead of the first ID token request.
       if (spec.keyFile) await issuer.openid.jwks();

@@ -55,6 +55,8 @@ export interface LifecycleHost {
   /** Apply a platform edit and swap in the new snapshot. */
   edit(fn: (tree: Tree) => Tree): void;
   log: Logger;
+  /** The server's clock (virtual, see clock.ts) in ms; event times follow it. Date.now by default. */
+  now?: () => number;
 }
 
 function parseTime(s: string): Date {
@@ -127,9 +129,16 @@ function applyWhen(spec: { inMs?: number; at?: Date }, o: Record<string, unknown
 /** setTimeout caps delays at about 24.8 days; longer ones are re-armed. */
 const MAX_DELAY = 2 ** 31 - 1;
 
+/** A step waiting for its time on the server's clock. */
+interface Step {
+  when: number;
+  fn: () => void;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
 interface Scheduled {
   event: LifecycleEvent;
-  timers: Set<ReturnType<typeof setTimeout>>;
+  steps: Set<Step>;
   /** What `upcoming-maintenance` held before this event touched it. */
   previousUpcoming?: JsonValue | undefined;
   touchedUpcoming?: boolean;
@@ -138,8 +147,11 @@ interface Scheduled {
 export class Lifecycle {
   private readonly events = new Map<string, Scheduled>();
   private seq = 0;
+  private readonly now: () => number;
 
-  constructor(private readonly host: LifecycleHost) {}
+  constructor(private readonly host: LifecycleHost) {
+    this.now = host.now ?? Date.now;
+  }
 
   /** Events not yet finished or cancelled, and the finished ones, oldest first. */
   list(): LifecycleEvent[] {
@@ -158,7 +170,7 @@ export class Lifecycle {
         startsAt: new Date(start).toISOString(),
         endsAt: new Date(end).toISOString(),
       },
-      timers: new Set(),
+      steps: new Set(),
     };
     this.events.set(s.event.id, s);
     const notice = (status: "PENDING" | "ONGOING") => ({
@@ -193,7 +205,7 @@ export class Lifecycle {
     const start = this.startTime(spec);
     const s: Scheduled = {
       event: { id: this.nextId("preemption"), kind: "preemption", state: "scheduled", startsAt: new Date(start).toISOString() },
-      timers: new Set(),
+      steps: new Set(),
     };
     this.events.set(s.event.id, s);
     this.at(s, start, () => {
@@ -203,7 +215,7 @@ export class Lifecycle {
         const action = nodeAt(t, ["instance", "scheduling", "instance-termination-action"]);
         const details = {
           maxDuration: spec.graceSec ?? 30,
-          requestTimestamp: new Date().toISOString(),
+          requestTimestamp: new Date(this.now()).toISOString(),
           stopState: "PENDING_STOP",
           targetState: action?.k === "scalar" && action.text.toUpperCase() === "DELETE" ? "DELETED" : "TERMINATED",
         };
@@ -219,8 +231,8 @@ export class Lifecycle {
   cancel(id: string): LifecycleEvent | undefined {
     const s = this.events.get(id);
     if (!s || s.event.state === "done" || s.event.state === "cancelled") return undefined;
-    for (const t of s.timers) clearTimeout(t);
-    s.timers.clear();
+    for (const step of s.steps) clearTimeout(step.timer);
+    s.steps.clear();
     if (s.event.kind === "maintenance") this.endMaintenance(s);
     s.event.state = "cancelled";
     return { ...s.event };
@@ -229,8 +241,18 @@ export class Lifecycle {
   /** Drop every pending timer (server stop). */
   close(): void {
     for (const s of this.events.values()) {
-      for (const t of s.timers) clearTimeout(t);
-      s.timers.clear();
+      for (const step of s.steps) clearTimeout(step.timer);
+      s.steps.clear();
+    }
+  }
+
+  /** The clock moved: re-arm every pending step on the new time (steps now in the past run at once). */
+  retime(): void {
+    for (const s of this.events.values()) {
+      for (const step of [...s.steps]) {
+        clearTimeout(step.timer);
+        this.arm(s, step);
+      }
     }
   }
 
@@ -253,24 +275,29 @@ export class Lifecycle {
 
   private startTime(spec: { inMs?: number; at?: Date }): number {
     if (spec.at) return spec.at.getTime();
-    return Date.now() + Math.max(0, spec.inMs ?? 0);
+    return this.now() + Math.max(0, spec.inMs ?? 0);
   }
 
   private nextId(kind: string): string {
     return `${kind}-${++this.seq}`;
   }
 
-  /** Run `fn` at wall-clock time `when` (ms), immediately if it has passed. */
+  /** Run `fn` at time `when` (ms) on the server's clock, immediately if it has passed. */
   private at(s: Scheduled, when: number, fn: () => void): void {
-    const delay = Math.max(0, when - Date.now());
-    const timer = setTimeout(
+    const step: Step = { when, fn };
+    s.steps.add(step);
+    this.arm(s, step);
+  }
+
+  private arm(s: Scheduled, step: Step): void {
+    const delay = Math.max(0, step.when - this.now());
+    step.timer = setTimeout(
       () => {
-        s.timers.delete(timer);
-        if (delay > MAX_DELAY) this.at(s, when, fn);
-        else fn();
+        if (delay > MAX_DELAY) return this.arm(s, step);
+        s.steps.delete(step);
+        step.fn();
       },
       Math.min(delay, MAX_DELAY),
     );
-    s.timers.add(timer);
   }
 }

@@ -54,7 +54,7 @@ function statusOf(e: MetadataError): number {
 /** Routes beside the metadata tree. */
 export async function createApp(state: ServingState, options: AppOptions = {}) {
   const { Elysia } = await import("elysia");
-  const { controlRoutes } = await import("./control.ts");
+  const [{ controlRoutes }, { testingRoutes }] = await Promise.all([import("./control.ts"), import("./control-testing.ts")]);
   const app = new Elysia({ strictPath: true })
     // First, and global: it answers for every route below, the control API's included.
     .onError({ as: "global" }, ({ code, error, request }) => {
@@ -98,5 +98,5 @@ export async function createApp(state: ServingState, options: AppOptions = {}) {
         return plain(500, `signing keys unavailable: ${(e as Error).message}\n`);
       }
     });
-  return options.control ? app.use(controlRoutes(options.control, state.log)) : app;
+  return options.control ? app.use(controlRoutes(options.control, state.log)).use(testingRoutes(options.control)) : app;
 }

@@ -16,10 +16,13 @@
  *   GET    /emulator/v1/config            the whole config document; PUT replaces it (as a new config file would)
  *   GET    /emulator/v1/lifecycle         simulated events; POST …/maintenance, POST …/preemption; DELETE …/<id>
  *   GET    /emulator/v1/status            hanging requests, config reload counters
+ *   GET    /emulator/v1/clock             the virtual clock; POST {"advance":"58m"} or {"set":"<RFC 3339>"}; DELETE resets
+ *   GET    /emulator/v1/faults            fault-injection rules; POST adds one; DELETE …/<id> or all (control-testing.ts)
  * Every route needs `Metadata-Flavor: Google` and refuses `X-Forwarded-For`, like the metadata paths.
  */
 import { Elysia, t } from "elysia";
 import type { ChangeHub } from "../changes/hub.ts";
+import type { Clock } from "../clock.ts";
 import type { ConfigStore } from "../config/store.ts";
 import { ConfigError, EditError, RequestError } from "../errors.ts";
 import {
@@ -36,6 +39,7 @@ import { referenceDelete, referenceReplaceAll, referenceSet } from "../metadata/
 import { BASE_HEADERS, JSON_TYPE, TEXT } from "../metadata/snapshot.ts";
 import type { Tree } from "../metadata/tree.ts";
 import { deleteAt, mergeAt, setAt } from "../metadata/edit.ts";
+import type { FaultRules } from "./faults.ts";
 import { forwarded, missingFlavor } from "./pages.ts";
 import { ROUTES } from "./routes.ts";
 import { pathAndQuery, splitUrl } from "../metadata/path.ts";
@@ -45,6 +49,8 @@ export interface ControlTarget {
   readonly store: ConfigStore;
   readonly lifecycle: Lifecycle;
   readonly changes: ChangeHub;
+  readonly clock: Clock;
+  readonly faults: FaultRules;
 }
 
 const HTML = "text/html; charset=UTF-8";
@@ -97,8 +103,8 @@ async function exactJson(request: Request): Promise<JsonValue> {
   }
 }
 
-/** A lifecycle body: a JSON object, or the flag's `key=value,…` text. */
-async function lifecycleBody(request: Request): Promise<Record<string, unknown> | string> {
+/** A body that is a JSON object, or the matching flag's `key=value,…` text (lifecycle events, faults). */
+export async function specBody(request: Request): Promise<Record<string, unknown> | string> {
   const text = (await request.text()).trim();
   if (!text.startsWith("{")) return text;
   let body: unknown;
@@ -124,6 +130,21 @@ const PreemptionBody = t.Union([
   t.Object({ in: t.Optional(When), at: t.Optional(t.String()), grace: t.Optional(When) }, { additionalProperties: false }),
 ]);
 
+/** Admission, as for metadata paths: every control route runs it first. */
+export function admit(request: Request): Response | undefined {
+  const h = request.headers;
+  if (h.get("x-forwarded-for") !== null) return forwarded(pathAndQuery(splitUrl(request.url)));
+  if (h.get("metadata-flavor") !== "Google") return missingFlavor(pathAndQuery(splitUrl(request.url)));
+  return undefined;
+}
+
+/** A route that answers 405 naming the methods it takes. */
+export const methods =
+  (allowed: string) =>
+  ({ request }: { request: Request }): never => {
+    throw new RequestError(405, "METHOD", `${request.method} is not supported here: use ${allowed}`);
+  };
+
 export function controlRoutes(target: ControlTarget, log: Logger) {
   const { store, lifecycle } = target;
 
@@ -146,23 +167,13 @@ export function controlRoutes(target: ControlTarget, log: Logger) {
     if (v === undefined) throw new EditError("EDIT_NOT_FOUND", `${path || "(root)"}: no such node`);
     return json(200, v);
   };
-  const methods =
-    (allowed: string) =>
-    ({ request }: { request: Request }) => {
-      throw new RequestError(405, "METHOD", `${request.method} is not supported here: use ${allowed}`);
-    };
   const scheduled = (event: LifecycleEvent) => json(201, JSON.stringify(event));
 
   return (
     new Elysia({ name: "control-api" })
       .parser("exactJson", ({ request }) => exactJson(request))
-      .parser("lifecycle", ({ request }) => lifecycleBody(request))
-      // Admission, as for metadata paths.
-      .onBeforeHandle(({ request }) => {
-        const h = request.headers;
-        if (h.get("x-forwarded-for") !== null) return forwarded(pathAndQuery(splitUrl(request.url)));
-        if (h.get("metadata-flavor") !== "Google") return missingFlavor(pathAndQuery(splitUrl(request.url)));
-      })
+      .parser("lifecycle", ({ request }) => specBody(request))
+      .onBeforeHandle(({ request }) => admit(request))
       // Google's reference emulator's routes: the body is URL-encoded text.
       .post(
         ROUTES.update,

@@ -52,7 +52,19 @@ export interface ServingState {
   metrics?: MetricsHooks;
   /** Per-caller views (`-callers`); absent, every request is answered from `snapshot`. */
   callers?: CallerSelector;
+  /** The server's clock (virtual: see clock.ts) in ms, for `expires_in`; Date.now when absent. */
+  now?: () => number;
+  /** Fault injection (faults.ts): set only while rules exist, so without rules it costs one field check. */
+  faults?: FaultHook | undefined;
 }
+
+/**
+ * Fault injection's hook, run on admitted requests before the lookup: an answer, or undefined to serve as usual.
+ * `handle` is this handler, for a rule that only delays the real answer (the hook lets the request through then).
+ */
+export type FaultHook = (req: Request, path: string, server: ServerHooks | undefined, handle: MetadataHandler) => Handled;
+
+export type MetadataHandler = (req: Request, server?: ServerHooks) => Handled;
 
 /** What the handler needs from the server (Bun's Server) for long requests. */
 export interface ServerHooks {
@@ -66,13 +78,15 @@ const ANSWER_MARGIN_S = 5;
 
 const TOKEN_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": JSON_TYPE }) };
 const IDENTITY_INIT: ResponseInit = { headers: new Headers({ ...BASE_HEADERS, "Content-Type": TEXT }) };
-const accessTokenBody = (t: CachedToken): string => t.accessTokenBody();
 const bareToken = (t: CachedToken): string => t.token;
 const DEFAULT_HOST = "metadata.google.internal";
 
 export type Handled = Response | Promise<Response> | undefined;
 
-export function createMetadataHandler(state: ServingState): (req: Request, server?: ServerHooks) => Handled {
+export function createMetadataHandler(state: ServingState): MetadataHandler {
+  const now = state.now ?? Date.now;
+  const accessTokenBody = (t: CachedToken): string => t.accessTokenBody(now());
+
   function respond(r: Rendering): Response {
     return new Response(r.body, r.init);
   }
@@ -211,7 +225,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     return typeof r === "string" ? badRequest(r) : respond(r);
   }
 
-  return function handle(req: Request, server?: ServerHooks): Handled {
+  function handle(req: Request, server?: ServerHooks): Handled {
     const u = splitUrl(req.url);
     const { path, query } = u;
     const headers = req.headers;
@@ -227,6 +241,10 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     const snapshot = view.snapshot;
     if (path === "/") {
       if (!readOnly) return methodNotAllowed(method, path, "GET, HEAD");
+      if (state.faults !== undefined) {
+        const fault = state.faults(req, path, server, handle);
+        if (fault !== undefined) return fault;
+      }
       // The one path served without Metadata-Flavor (Go's OnGCE probe sends none); its query is ignored.
       return respond((snapshot.lookup("/") as MetaNode).plain);
     }
@@ -235,6 +253,11 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     if (headers.get("metadata-flavor") !== "Google") {
       const legacy = state.legacyHeader && headers.get("x-google-metadata-request")?.toLowerCase() === "true";
       if (!legacy) return missingFlavor(pathAndQuery(u));
+    }
+    // Fault injection, after admission and before the lookup: one field check while no rule is set.
+    if (state.faults !== undefined) {
+      const fault = state.faults(req, path, server, handle);
+      if (fault !== undefined) return fault;
     }
     if (!readOnly) return state.writes?.(req, path) ?? methodNotAllowed(method, path, "GET, HEAD");
 
@@ -262,7 +285,8 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     if (node.kind === "disabled") return guestAttributesDisabled();
     const params = query === "" ? undefined : parseQuery(query);
     return node.kind === "token" ? token(node, params, snapshot, req, server) : identity(node, params, snapshot, req, server);
-  };
+  }
+  return handle;
 }
 
 /** A path with no node: 404, or 403 under guest attributes while they are disabled. */

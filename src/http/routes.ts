@@ -20,6 +20,9 @@ export const ROUTES = {
   maintenance: "/emulator/v1/lifecycle/maintenance",
   preemption: "/emulator/v1/lifecycle/preemption",
   lifecycleEvent: "/emulator/v1/lifecycle/:event",
+  clock: "/emulator/v1/clock",
+  faults: "/emulator/v1/faults",
+  fault: "/emulator/v1/faults/:id",
 } as const;
 
 /** Every pattern, in declaration order. */

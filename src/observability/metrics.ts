@@ -296,6 +296,28 @@ export class Metrics implements MetricsHooks {
     this.reloads = { succeeded: () => reloads.inc(), failed: () => reloadFailures.inc() };
   }
 
+  /**
+   * `metadata_fault_hits_total{rule}`: how often each fault-injection rule fired, read from the rules at scrape time
+   * (a removed rule's series goes with it). Rule ids are the server's own (`fault-1`), so the label set stays small.
+   */
+  faultHits(rules: () => Iterable<{ id: string; hits: number }>): void {
+    const series = {
+      name: "metadata_fault_hits_total",
+      help: "Requests answered by a fault-injection rule, per rule.",
+      type: "counter",
+      aggregator: "sum",
+      get: async () => ({
+        name: series.name,
+        help: series.help,
+        type: series.type,
+        aggregator: series.aggregator,
+        values: [...rules()].map((r) => ({ labels: { rule: r.id }, value: r.hits })),
+      }),
+      reset: () => {},
+    };
+    this.registry.registerMetric(series as unknown as Counter);
+  }
+
   /** The instruments for a route template, created on first use and reused. */
   route(template: string): RouteInstruments {
     let r = this.routes.get(template);

@@ -10,7 +10,7 @@ const SRC = join(import.meta.dir, "..", "..", "src");
 
 /** Lowest first. The leaf modules at the top of src/ share the lowest rank. */
 export const LAYERS = [
-  ["errors", "json", "log", "environment", "duration", "address", "version"],
+  ["errors", "json", "log", "environment", "duration", "address", "version", "clock"],
   ["tpm"],
   ["metadata"],
   ["config"],
