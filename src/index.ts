@@ -31,6 +31,7 @@ import { parsePort } from "./address.ts";
 import { type ListenTarget, listen, type TlsFiles } from "./http/listen.ts";
 import { APP_ROUTES, routeMatcher } from "./http/routes.ts";
 import { asLogger, type Logger, type LoggerLike, silentLogger } from "./log.ts";
+import { DEFAULT_GUEST_LIMITS, type GuestAttributeLimits } from "./metadata/guest.ts";
 import type { Snapshot } from "./metadata/snapshot.ts";
 import { fanOut, Metrics, type MetricsHooks, NO_METRICS } from "./observability/metrics.ts";
 import { type MetricsListenOptions, serveMetrics } from "./observability/metrics-server.ts";
@@ -102,6 +103,8 @@ export interface MetadataServerOptions {
   controlApi?: boolean;
   /** Most wait_for_change requests held at once; 0 (default) means no limit; over it a wait answers 503. */
   maxWaiters?: number;
+  /** Bounds on guest-attribute writes (defaults: 256 KiB a value, 1,000 keys a namespace, 100 namespaces, 16 MiB). */
+  guestAttributeLimits?: Partial<GuestAttributeLimits>;
 }
 
 /** A source that is opened by start(): until then, token requests say so. */
@@ -184,7 +187,7 @@ export class MetadataServer {
       waits: this.changes,
       metrics: this.metrics,
     };
-    this.state.writes = createGuestWrites(this.store);
+    this.state.writes = createGuestWrites(this.store, { ...DEFAULT_GUEST_LIMITS, ...options.guestAttributeLimits });
     this.lifecycle = new Lifecycle({
       tree: () => this.store.current.tree,
       edit: (fn) => {

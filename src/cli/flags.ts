@@ -178,12 +178,13 @@ export function parseFlags(argv: readonly string[]): Flags {
       out.help = true;
       continue;
     }
-    const spec = (FLAGS as Record<string, FlagSpec>)[name];
+    // Own keys only: `-constructor` is not a flag.
+    const spec = Object.hasOwn(FLAGS, name) ? (FLAGS as Record<string, FlagSpec>)[name] : undefined;
     if (!spec) throw new UsageError("USAGE", `flag provided but not defined: -${name}`);
     if (spec.kind === "bool") {
       if (value === undefined) out[name] = true;
       else {
-        const b = BOOL_VALUES[value];
+        const b = Object.hasOwn(BOOL_VALUES, value) ? BOOL_VALUES[value] : undefined;
         if (b === undefined)
           throw new UsageError("USAGE", `invalid boolean value ${JSON.stringify(value)} for -${name}: use -${name} or -${name}=false`);
         out[name] = b;
@@ -206,7 +207,10 @@ export function parseFlags(argv: readonly string[]): Flags {
     const prev = argv[i - 1];
     const prevName = prev?.replace(/^--?/, "");
     const hint =
-      prevName && (FLAGS as Record<string, FlagSpec>)[prevName]?.kind === "bool" && (rest === "true" || rest === "false")
+      prevName &&
+      Object.hasOwn(FLAGS, prevName) &&
+      (FLAGS as Record<string, FlagSpec>)[prevName]!.kind === "bool" &&
+      (rest === "true" || rest === "false")
         ? ` (-${prevName} is a boolean flag: write -${prevName}=${rest})`
         : "";
     throw new UsageError("USAGE", `unexpected argument ${JSON.stringify(rest)}${hint}; every option is a -flag`);

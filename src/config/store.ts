@@ -58,10 +58,11 @@ export class ConfigStore {
     return claimsFromDocument(doc, this.options.claims);
   }
 
-  /** The single place a snapshot goes live. */
-  private install(tree: Tree): void {
+  /** The single place a snapshot goes live: compiled whole from `tree`, or made by `make` from the current one. */
+  private install(tree: Tree, make?: (current: Snapshot) => Snapshot): void {
     const previous = this.snapshot;
-    const next = new Snapshot(tree, { instanceCreationTimestamp: this.options.instanceCreationTimestamp });
+    const next =
+      make && previous ? make(previous) : new Snapshot(tree, { instanceCreationTimestamp: this.options.instanceCreationTimestamp });
     this.snapshot = next;
     this.options.onSwap(next, previous);
   }
@@ -127,6 +128,16 @@ export class ConfigStore {
     const current = this.current.tree;
     const next = fn(current);
     if (next !== current) this.install(next);
+  }
+
+  /**
+   * An edit confined to the subtree at `segs` (below /computeMetadata/v1/): `fn` may change nothing outside it.
+   * The next snapshot compiles only that subtree and shares the rest (guest-attribute writes).
+   */
+  editAt(segs: readonly string[], fn: (tree: Tree) => Tree): void {
+    const current = this.current.tree;
+    const next = fn(current);
+    if (next !== current) this.install(next, (s) => s.withChange(next, segs));
   }
 
   /** The value at a metadata path (`instance/attributes/foo`) as config JSON text, or undefined. */
