@@ -74,7 +74,8 @@ export async function main(argv: string[], env: Record<string, string | undefine
     log.info("metadata server listening", socketPath ? { socket: socketPath, version: VERSION } : { url, version: VERSION });
     if (server.metricsUrl)
       log.info("metrics listening", { url: `${server.metricsUrl}${flags.metricsPath}`, health: `${server.metricsUrl}/healthz` });
-    if (flags.controlAPI)
+    if (server.controlUrl) log.info("control API listening", { url: `${server.controlUrl}/emulator/v1/`, token: !!flags.controlTokenFile });
+    else if (flags.controlAPI)
       log.info("control API enabled", socketPath ? { socket: socketPath, path: "/emulator/v1/" } : { url: `${url}/emulator/v1/` });
     if (maintenance) server.simulateMaintenance(maintenance);
     if (preemption) server.simulatePreemption(preemption);

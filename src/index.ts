@@ -13,6 +13,7 @@
 import type { Server } from "bun";
 import defaultConfigText from "../config.json" with { type: "text" };
 import { ChangeHub } from "./changes/hub.ts";
+import { defaultMaxWaiters } from "./changes/limit.ts";
 import { parseConfigText } from "./config/claims.ts";
 import { ConfigStore, type ReloadStats } from "./config/store.ts";
 import type { ConfigWatcher } from "./config/watch.ts";
@@ -22,13 +23,14 @@ import type { CredentialSource } from "./credentials/source.ts";
 import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
 import { TokenCache, type TokenCacheEvents } from "./credentials/token-cache.ts";
 import { type Environment, readEnvironment } from "./environment.ts";
-import { ConfigError, CredentialError, UsageError } from "./errors.ts";
+import { ConfigError, CredentialError, ListenError, UsageError } from "./errors.ts";
 import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSpec } from "./events/lifecycle.ts";
-import { createFetch } from "./http/app.ts";
+import { createControlFetch, createFetch } from "./http/app.ts";
+import { DEFAULT_CONTROL_BODY_BYTES, type ControlOptions } from "./http/control-gate.ts";
 import { createGuestWrites } from "./http/guest.ts";
 import type { ServingState } from "./http/handler.ts";
 import { parsePort } from "./address.ts";
-import { type ListenTarget, listen, type TlsFiles } from "./http/listen.ts";
+import { type ListenTarget, listen, loadTls, parseListenAddress, type TlsFiles } from "./http/listen.ts";
 import { APP_ROUTES, routeMatcher } from "./http/routes.ts";
 import { asLogger, type Logger, type LoggerLike, silentLogger } from "./log.ts";
 import { DEFAULT_GUEST_LIMITS, type GuestAttributeLimits } from "./metadata/guest.ts";
@@ -48,6 +50,7 @@ export { ConfigError, CredentialError, EditError, ListenError, MetadataError, Re
 export type { LifecycleEvent, MaintenanceSpec, PreemptionSpec } from "./events/lifecycle.ts";
 export { parsePort } from "./address.ts";
 export type { TlsFiles } from "./http/listen.ts";
+export type { GuestAttributeLimits } from "./metadata/guest.ts";
 export { createLogger, type Logger, type LoggerLike } from "./log.ts";
 export { Snapshot } from "./metadata/snapshot.ts";
 export type { MetricsHooks } from "./observability/metrics.ts";
@@ -99,13 +102,31 @@ export interface MetadataServerOptions {
   instanceCreationTimestamp?: number;
   /** Reload `configFile` whenever it changes on disk (default false; the CLI turns it on). */
   watchConfig?: boolean;
-  /** Serve the control API under /emulator/v1/ (default false). */
+  /** Serve the control API under /emulator/v1/ on the metadata listener (default false); see docs/dynamic.md. */
   controlApi?: boolean;
-  /** Most wait_for_change requests held at once; 0 (default) means no limit; over it a wait answers 503. */
+  /**
+   * Serve the control API on a listener of its own instead, `host:port` or `unix:/path` (the metadata listener then
+   * answers /emulator/v1/… with 404). Implies the control API.
+   */
+  controlListen?: string;
+  /** Every control request must carry `Authorization: Bearer <token>` (401 otherwise). */
+  controlToken?: string;
+  /** As `controlToken`, read from this file (its content, trimmed) when the server starts. */
+  controlTokenFile?: string;
+  /** Largest control-API request body in bytes (default 4 MiB); 413 beyond. */
+  maxControlBodyBytes?: number;
+  /**
+   * Most wait_for_change requests held at once, 503 beyond; 0 means no limit. Default: half the process's open-file
+   * limit, at most 10,000 (changes/limit.ts).
+   */
   maxWaiters?: number;
   /** Bounds on guest-attribute writes (defaults: 256 KiB a value, 1,000 keys a namespace, 100 namespaces, 16 MiB). */
   guestAttributeLimits?: Partial<GuestAttributeLimits>;
 }
+
+/** Credential types whose tokens are made here: the control API may add accounts only then. */
+const LOCAL_TYPES = new Set(["emulated", "static", "static+emulated"]);
+const BODY_SLACK = 1 << 20;
 
 /** A source that is opened by start(): until then, token requests say so. */
 function unopened(spec: CredentialSpec): CredentialSource {
@@ -133,6 +154,9 @@ export class MetadataServer {
   /** A credential spec still to be opened by start(). */
   private pending: CredentialSpec | undefined;
   private watcher: ConfigWatcher | undefined;
+  private controlServer: Server<unknown> | undefined;
+  private readonly controlAddress: ReturnType<typeof parseListenAddress> | undefined;
+  private readonly guestLimits: GuestAttributeLimits;
 
   constructor(options: MetadataServerOptions = {}) {
     this.options = options;
@@ -144,6 +168,14 @@ export class MetadataServer {
         "USAGE",
         "a unix socket (-domainsocket) and mTLS (-usemTLS) cannot be combined: the Go emulator serves plain HTTP on the socket; choose one",
       );
+    }
+    this.controlAddress = options.controlListen ? parseListenAddress(options.controlListen, "controlListen") : undefined;
+    this.guestLimits = { ...DEFAULT_GUEST_LIMITS, ...options.guestAttributeLimits };
+    for (const [name, v] of [
+      ...Object.entries(this.guestLimits).map(([k, v]) => [`guestAttributeLimits.${k}`, v] as const),
+      ["maxControlBodyBytes", options.maxControlBodyBytes ?? 1],
+    ] as const) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new UsageError("USAGE", `${name} must be a positive integer, found ${v}`);
     }
     this.metricsRecorder = sc.metrics ? new Metrics({ version: VERSION }) : undefined;
     this.tokenEvents = fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents);
@@ -166,7 +198,7 @@ export class MetadataServer {
       base = new EmulatedIssuer();
     }
 
-    this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? 0 });
+    this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? defaultMaxWaiters() });
     this.store = new ConfigStore({
       claims: {
         overrides: this.env,
@@ -187,7 +219,7 @@ export class MetadataServer {
       waits: this.changes,
       metrics: this.metrics,
     };
-    this.state.writes = createGuestWrites(this.store, { ...DEFAULT_GUEST_LIMITS, ...options.guestAttributeLimits });
+    this.state.writes = createGuestWrites(this.store, this.guestLimits);
     this.lifecycle = new Lifecycle({
       tree: () => this.store.current.tree,
       edit: (fn) => {
@@ -221,6 +253,12 @@ export class MetadataServer {
   /** The snapshot being served. */
   get snapshot(): Snapshot {
     return this.store.current;
+  }
+
+  /** Why the control API may not create or rename accounts now: the tokens come from real credentials. */
+  accountChangesRefused(): string | undefined {
+    const type = this.state.tokens.source.describe().type;
+    return LOCAL_TYPES.has(type) ? undefined : `the server mints tokens with real credentials (${type})`;
   }
 
   /** Outcome counters of config-file reloads. */
@@ -312,13 +350,9 @@ export class MetadataServer {
       // Metrics first, so /readyz answers (not ready) while the config loads and the credentials open.
       if (recorder && !this.metricsServer) this.metricsServer = serveMetrics(recorder, sc.metrics!, () => this.notReady());
       if (!this.store.snapshot) await this.store.loadFile(this.options.configFile!);
-      const target: ListenTarget = {
-        hostname: sc.bindInterface ?? "127.0.0.1",
-        port: parsePort(sc.port),
-        ...(sc.domainSocket ? { domainSocket: sc.domainSocket } : {}),
-        ...(sc.domainSocketMode !== undefined ? { domainSocketMode: sc.domainSocketMode } : {}),
-        ...(sc.tls ? { tls: sc.tls } : {}),
-      };
+      // Every file the operator gave is checked before the credentials open (a TPM is slow to open and to close).
+      const tls = sc.tls ? await loadTls(sc.tls) : undefined;
+      const control = await this.controlOptions(notes);
       if (this.pending) {
         const spec = this.pending;
         const quiet = !!(this.staticTokens.accessToken && this.staticTokens.idToken);
@@ -331,6 +365,12 @@ export class MetadataServer {
       if (this.staticTokens.accessToken || this.staticTokens.idToken) {
         notes.push({ level: "info", message: "serving static tokens from GOOGLE_ACCESS_TOKEN / GOOGLE_ID_TOKEN" });
       }
+      if (tls?.testCa) {
+        notes.push({
+          level: "warn",
+          message: `-usemTLS trusts the bundled test CA (${sc.tls!.rootCA}), whose private key is public in this repository: anyone can make a client certificate it accepts; pass -rootCAmTLS with your own CA`,
+        });
+      }
       recorder?.describeCredentials(this.state.tokens.source.describe(), this.defaultEmail());
       this.changes.reopen();
       if (this.options.watchConfig && this.options.configFile && !this.watcher) {
@@ -342,17 +382,30 @@ export class MetadataServer {
         await this.watcher.start(this.store.configText);
       }
       const state = this.state;
+      const sameListener = control && !this.controlAddress ? control : undefined;
       // Observation wraps the handler only when metrics or per-request logs are on; otherwise nothing is added.
-      const fetch = instrument(createFetch(state, this.options.controlApi ? { control: this } : {}), {
+      const fetch = instrument(createFetch(state, sameListener ? { control: sameListener } : {}), {
         snapshot: () => state.snapshot,
         metrics: recorder,
         log: state.log,
         routeBeside: routeMatcher(APP_ROUTES),
       });
+      const target: ListenTarget = {
+        hostname: sc.bindInterface ?? "127.0.0.1",
+        port: parsePort(sc.port),
+        ...(sc.domainSocket ? { domainSocket: sc.domainSocket } : {}),
+        ...(sc.domainSocketMode !== undefined ? { domainSocketMode: sc.domainSocketMode } : {}),
+        ...(tls ? { tls } : {}),
+        maxRequestBodySize: Math.max(this.guestLimits.maxValueBytes, sameListener?.maxBodyBytes ?? 0) + BODY_SLACK,
+      };
       this.server = await listen(fetch, target);
+      state.host = sc.domainSocket ? "metadata.google.internal" : this.address().host;
+      if (control && this.controlAddress) this.controlServer = await this.listenControl(control, this.controlAddress);
     } catch (e) {
       this.watcher?.close();
       this.watcher = undefined;
+      await this.server?.stop(true);
+      this.server = undefined;
       await this.metricsServer?.stop(true);
       this.metricsServer = undefined;
       await opened?.close?.(); // release a TPM key and its sessions
@@ -360,6 +413,70 @@ export class MetadataServer {
     }
     for (const n of notes) this.log[n.level](n.message, n.fields);
     return this.address();
+  }
+
+  /** The control API's options, its token read from its file; undefined when the control API is off. */
+  private async controlOptions(notes: Note[]): Promise<ControlOptions | undefined> {
+    const o = this.options;
+    if (!o.controlApi && !o.controlListen) return undefined;
+    let token = o.controlToken;
+    if (o.controlTokenFile) {
+      const file = o.controlTokenFile;
+      let text: string;
+      try {
+        text = await Bun.file(file).text();
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (e as Error).message;
+        throw new ListenError("CONTROL_TOKEN", `cannot read the control token file (-controlTokenFile) ${file}: ${why}`, { cause: e });
+      }
+      token = text.trim();
+      if (!token)
+        throw new ListenError(
+          "CONTROL_TOKEN",
+          `the control token file (-controlTokenFile) ${file} is empty; put a long random secret in it`,
+        );
+      const mode = (await Bun.file(file).stat()).mode;
+      if (mode & 0o077) {
+        notes.push({
+          level: "warn",
+          message: `the control token file ${file} is readable by other users (mode ${(mode & 0o777).toString(8)}); chmod 600 it`,
+        });
+      }
+    }
+    if (token !== undefined && token.trim() === "") throw new UsageError("USAGE", "controlToken is empty; give a long random secret");
+    return {
+      target: this,
+      ...(token !== undefined ? { token: token.trim() } : {}),
+      maxBodyBytes: o.maxControlBodyBytes ?? DEFAULT_CONTROL_BODY_BYTES,
+    };
+  }
+
+  /** The control API's own listener (`controlListen`): TCP or a unix socket only its owner may use. */
+  private async listenControl(control: ControlOptions, at: NonNullable<typeof this.controlAddress>): Promise<Server<unknown>> {
+    const fetch = createControlFetch(this.state, control);
+    const maxRequestBodySize = control.maxBodyBytes + BODY_SLACK;
+    try {
+      if ("unix" in at)
+        return await listen(fetch, { hostname: "", port: 0, domainSocket: at.unix, domainSocketMode: 0o600, maxRequestBodySize });
+      return await listen(fetch, { hostname: at.hostname, port: at.port, maxRequestBodySize });
+    } catch (e) {
+      if (e instanceof ListenError) throw e;
+      const where = "unix" in at ? at.unix : `${at.hostname}:${at.port}`;
+      throw new ListenError("LISTEN", `cannot listen on ${where} (-controlListen): ${(e as Error).message.replace(/, listen$/, "")}`, {
+        cause: e,
+      });
+    }
+  }
+
+  /** Base URL of the control listener (`http://127.0.0.1:8081`, `http+unix://…`), when it has its own and is up. */
+  get controlUrl(): string | undefined {
+    const c = this.controlServer;
+    const at = this.controlAddress;
+    if (!c || !at) return undefined;
+    if ("unix" in at) return `http+unix://${encodeURIComponent(at.unix)}`;
+    const h = c.hostname ?? at.hostname;
+    return `http://${h.includes(":") ? `[${h}]` : h}:${c.port}`;
   }
 
   private requireDefaultEmail(spec: CredentialSpec): string {
@@ -434,6 +551,9 @@ export class MetadataServer {
       await Promise.race([s.stop(false), Bun.sleep(1000)]);
       await s.stop(true);
     }
+    const c = this.controlServer;
+    this.controlServer = undefined;
+    if (c) await c.stop(true);
     const m = this.metricsServer;
     this.metricsServer = undefined;
     if (m) await m.stop(true);

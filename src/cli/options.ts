@@ -4,6 +4,7 @@
  * UsageError. Warnings about flags that do nothing are returned, to be logged once the server is up.
  */
 import { parsePort } from "../address.ts";
+import { parseListenAddress } from "../http/listen.ts";
 import type { CredentialSpec } from "../credentials/open.ts";
 import { UsageError } from "../errors.ts";
 import type { MetadataServerOptions, ServerConfig } from "../index.ts";
@@ -71,6 +72,10 @@ export function listenerConfig(flags: Flags, warn: (line: string) => void): Serv
   for (const [flag, needs] of IGNORED_WITHOUT) {
     if (flags.explicit.has(flag) && !flags[needs]) warn(`-${flag} is ignored without -${needs}`);
   }
+  for (const flag of ["controlTokenFile", "maxControlBodyBytes"] as const) {
+    if (flags.explicit.has(flag) && !flags.controlAPI && !flags.controlListen)
+      warn(`-${flag} is ignored without -controlAPI or -controlListen`);
+  }
   return config;
 }
 
@@ -104,12 +109,30 @@ export function credentialSpec(flags: Flags, warn: (line: string) => void): Cred
 
 /** Everything but the listener and credentials; `bundled` serves the config built into the program. */
 export function serverOptions(flags: Flags, env: Record<string, string | undefined>, bundled: boolean): MetadataServerOptions {
+  for (const name of ["maxControlBodyBytes", "maxGuestValueBytes", "maxGuestKeys", "maxGuestNamespaces", "maxGuestBytes"] as const) {
+    if (flags[name] < 1) throw new UsageError("USAGE", `invalid -${name} ${flags[name]}: it must be at least 1`);
+  }
+  if (flags.maxWaiters < -1)
+    throw new UsageError("USAGE", `invalid -maxWaiters ${flags.maxWaiters}: use -1 (the default rule), 0 (no limit) or a count`);
   const options: MetadataServerOptions = {
     env,
     requireDefaultAccount: true,
     controlApi: flags.controlAPI,
-    maxWaiters: flags.maxWaiters,
+    legacyHeader: flags.legacyHeader,
+    maxControlBodyBytes: flags.maxControlBodyBytes,
+    guestAttributeLimits: {
+      maxValueBytes: flags.maxGuestValueBytes,
+      maxKeys: flags.maxGuestKeys,
+      maxNamespaces: flags.maxGuestNamespaces,
+      maxTotalBytes: flags.maxGuestBytes,
+    },
   };
+  if (flags.maxWaiters >= 0) options.maxWaiters = flags.maxWaiters;
+  if (flags.controlListen) {
+    parseListenAddress(flags.controlListen, "-controlListen");
+    options.controlListen = flags.controlListen;
+  }
+  if (flags.controlTokenFile) options.controlTokenFile = flags.controlTokenFile;
   if (!bundled) {
     options.configFile = flags.configFile;
     options.watchConfig = flags.watchConfig;

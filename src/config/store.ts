@@ -8,7 +8,7 @@
  * store.loadDocument(JSON.parse(text));
  * store.set("instance/attributes/foo", "bar");
  */
-import { EditError } from "../errors.ts";
+import { ConfigError, EditError } from "../errors.ts";
 import { fromPlain } from "../json.ts";
 import { deleteAt, mergeAt, nodeAt, setAt, splitPath, treeToJson } from "../metadata/edit.ts";
 import { carryGuestAttributes } from "../metadata/guest.ts";
@@ -67,11 +67,15 @@ export class ConfigStore {
     this.options.onSwap(next, previous);
   }
 
-  /** A whole new config: replaces control-API changes; the guest's own writes carry over (see metadata/guest.ts). */
-  private loadTree(tree: Tree): void {
-    const previous = this.fileTree;
+  /**
+   * A whole new config: replaces control-API changes; the guest's own writes carry over (see metadata/guest.ts).
+   * `check` may refuse the tree that would go live (it throws); nothing changes then.
+   */
+  private loadTree(tree: Tree, check?: (previous: Tree, next: Tree) => void): void {
+    const next = this.snapshot ? carryGuestAttributes(this.fileTree, tree, this.snapshot.tree) : tree;
+    if (check && this.snapshot) check(this.snapshot.tree, next);
     this.fileTree = tree;
-    this.install(this.snapshot ? carryGuestAttributes(previous, tree, this.snapshot.tree) : tree);
+    this.install(next);
   }
 
   /** The first config, from a document. Throws ConfigError. */
@@ -79,24 +83,31 @@ export class ConfigStore {
     this.loadTree(this.treeOf(doc));
   }
 
-  /** The first config, from a file. Throws ConfigError (unreadable, syntax, shape). */
+  /** The first config, from a file. Throws ConfigError (unreadable, syntax, shape, anything else that fails). */
   async loadFile(path: string): Promise<void> {
     const text = await readConfigText(path);
-    const tree = this.treeOf(parseConfigText(text, path) as object);
-    this.configText = text;
-    this.loadTree(tree);
+    try {
+      const tree = this.treeOf(parseConfigText(text, path) as object);
+      this.configText = text;
+      this.loadTree(tree);
+    } catch (e) {
+      if (e instanceof ConfigError) throw e;
+      // A failure no check foresaw is still the file's: one line, exit 1, never a stack trace.
+      throw new ConfigError("CONFIG_UNUSABLE", `${path}: cannot be served: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
   }
 
-  /** Swap in a new config document (library, control API); throws ConfigError, and the current one stays. */
-  replaceClaims(doc: object): void {
-    let tree: Tree;
+  /**
+   * Swap in a new config document (library, control API); throws ConfigError (or what `check` throws), and the
+   * current one stays.
+   */
+  replaceClaims(doc: object, check?: (previous: Tree, next: Tree) => void): void {
     try {
-      tree = this.treeOf(doc);
+      this.loadTree(this.treeOf(doc), check);
     } catch (e) {
       this.options.onReload?.(false);
       throw e;
     }
-    this.loadTree(tree);
     this.options.onReload?.(true);
   }
 

@@ -1,5 +1,5 @@
 /**
- * The metadata request path: admission rules (X-Forwarded-For, Metadata-Flavor, method), one snapshot lookup,
+ * The metadata request path: admission rules (X-Forwarded-For and Forwarded, Metadata-Flavor, method), one snapshot lookup,
  * query parameters, and the cached bytes of the chosen representation. Token and identity requests go to the
  * token cache. Requests outside the metadata tree return undefined and fall through to the app's other routes.
  */
@@ -14,7 +14,18 @@ import {
   TEXT,
 } from "../metadata/snapshot.ts";
 import { CachedToken, type TokenCache } from "../credentials/token-cache.ts";
-import { badRequest, forwarded, guestAttributesDisabled, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
+import {
+  badRequest,
+  forwarded,
+  guestAttributesDisabled,
+  methodNotAllowed,
+  missingFlavor,
+  notFound,
+  plain,
+  proxyHeader,
+  redirect,
+  safeHost,
+} from "./pages.ts";
 import { flag, parseQuery, type Params } from "./query.ts";
 import { normalisePath, pathAndQuery, splitUrl } from "../metadata/path.ts";
 import { redact, type Logger } from "../log.ts";
@@ -36,6 +47,8 @@ export interface ServingState {
   writes?: (req: Request, path: string) => Handled;
   /** Where waits and reloads are counted (observability/metrics.ts); absent or no-ops without metrics. */
   metrics?: MetricsHooks;
+  /** The listener's own `host:port`: redirects use it when a request's Host is not a well-formed host[:port]. */
+  host?: string;
 }
 
 /** What the handler needs from the server (Bun's Server) for long requests. */
@@ -164,7 +177,8 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
     const { path, query } = u;
     const headers = req.headers;
 
-    if (headers.get("x-forwarded-for") !== null) return forwarded(pathAndQuery(u));
+    const proxy = proxyHeader(headers);
+    if (proxy !== undefined) return forwarded(pathAndQuery(u), proxy);
 
     const method = req.method;
     const readOnly = method === "GET" || method === "HEAD";
@@ -189,7 +203,7 @@ export function createMetadataHandler(state: ServingState): (req: Request, serve
       if (entry === undefined) return absent(snapshot, normal ?? path, pathAndQuery(u));
     }
     if (entry instanceof Redirect) {
-      return redirect(entry.target, query, headers.get("host") || DEFAULT_HOST, state.scheme);
+      return redirect(entry.target, query, safeHost(headers.get("host"), state.host ?? DEFAULT_HOST), state.scheme);
     }
     const node = entry;
     if (node.kind === "leaf" || node.kind === "dir") {
