@@ -13,7 +13,7 @@
 import type { Server } from "bun";
 import defaultConfigText from "../config.json" with { type: "text" };
 import { ChangeHub } from "./changes/hub.ts";
-import { defaultMaxWaiters } from "./changes/limit.ts";
+import { defaultMaxWaiters, openFileLimit } from "./changes/limit.ts";
 import { parseConfigText } from "./config/claims.ts";
 import { ConfigStore, type ReloadStats } from "./config/store.ts";
 import type { ConfigWatcher } from "./config/watch.ts";
@@ -198,7 +198,7 @@ export class MetadataServer {
       base = new EmulatedIssuer();
     }
 
-    this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? defaultMaxWaiters() });
+    this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? defaultMaxWaiters(openFileLimit()) });
     this.store = new ConfigStore({
       claims: {
         overrides: this.env,
@@ -368,7 +368,7 @@ export class MetadataServer {
       if (tls?.testCa) {
         notes.push({
           level: "warn",
-          message: `-usemTLS trusts the bundled test CA (${sc.tls!.rootCA}), whose private key is public in this repository: anyone can make a client certificate it accepts; pass -rootCAmTLS with your own CA`,
+          message: `-usemTLS trusts a test CA from this repository (${sc.tls!.rootCA}, the Go emulator's default): its private key is public, so anyone can make a client certificate it accepts; pass -rootCAmTLS with your own CA`,
         });
       }
       recorder?.describeCredentials(this.state.tokens.source.describe(), this.defaultEmail());

@@ -26,7 +26,7 @@ export function openFileLimit(limits?: string): number | undefined {
 }
 
 /** The default `maxWaiters` for a soft open-file limit (see the file's header). */
-export function defaultMaxWaiters(limit = openFileLimit()): number {
+export function defaultMaxWaiters(limit: number | undefined): number {
   if (limit === undefined || Number.isNaN(limit)) return UNKNOWN_LIMIT_WAITERS;
   return Math.max(1, Math.min(MAX_DEFAULT_WAITERS, Math.floor(limit / 2)));
 }

@@ -35,7 +35,7 @@ export interface TlsMaterial {
   ca: string;
   cert: string;
   key: string;
-  /** The client CA is this repository's test CA (certs/root.crt), whose private key is public. */
+  /** The client CA is one of this repository's test CAs (certs/), whose private keys are public. */
   testCa?: boolean;
 }
 
@@ -52,7 +52,7 @@ export const TLS12_CIPHERS = [
   "ECDHE-RSA-CHACHA20-POLY1305",
 ].join(":");
 
-/** The subject of certs/root.crt says what it is; a CA file with it is the test CA whatever its path. */
+/** The subjects of the test CAs in certs/ say what they are; a CA file with one is a test CA whatever its path. */
 const TEST_CA_SUBJECT = /gce-metadata-server tests \(FAKE\)/;
 
 /**

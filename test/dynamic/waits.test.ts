@@ -1,5 +1,5 @@
 /** wait_for_change: every rule of spec §5.3, through real HTTP against a started server. */
-import { defaultMaxWaiters } from "../../src/changes/limit.ts";
+import { defaultMaxWaiters, openFileLimit } from "../../src/changes/limit.ts";
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { MetaNode } from "../../src/metadata/snapshot.ts";
 import { read, settlesWithin, start, until, V1, type Started } from "./helpers.ts";
@@ -225,7 +225,7 @@ describe("timeouts, deletion, disconnects, stop", () => {
     } finally {
       await capped.server.stop();
     }
-    expect(s.server.changes.maxWaiters).toBe(defaultMaxWaiters());
+    expect(s.server.changes.maxWaiters).toBe(defaultMaxWaiters(openFileLimit()));
     expect(s.server.changes.maxWaiters).toBeGreaterThan(0);
     const unlimited = await start({ maxWaiters: 0 });
     expect(unlimited.server.changes.maxWaiters).toBe(0);
