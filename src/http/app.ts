@@ -85,7 +85,12 @@ export async function createApp(state: ServingState, options: AppOptions = {}, d
           ? errorAnswer(404, "NOT_FOUND", `no route ${request.method} ${path}`)
           : notFound(pathAndQuery(splitUrl(request.url)));
       }
-      if (code === "PARSE") return errorAnswer(400, "BAD_REQUEST", `request body: ${(error as Error).message}`);
+      if (code === "PARSE") {
+        // Elysia wraps what a parser throws: the body's own error (too large, bad JSON) is the answer.
+        const cause = (error as Error).cause;
+        if (cause instanceof MetadataError) return errorAnswer(statusOf(cause), cause.code, cause.message);
+        return errorAnswer(400, "BAD_REQUEST", `request body: ${(error as Error).message}`);
+      }
       state.log.error("request failed", { method: request.method, path, error });
       return plain(500, "Internal Server Error\n");
     });
