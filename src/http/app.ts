@@ -35,7 +35,14 @@ export function createFetch(
   // In the compiled executable a dynamic import keeps Elysia in its own chunk, off the start-up path.
   let app: ReturnType<typeof createApp> | undefined;
   return (req, server) => {
-    const answered = guard(req, server);
+    let answered: ReturnType<typeof guard>;
+    try {
+      answered = guard(req, server);
+    } catch (error) {
+      // A bug, not the client's fault: the standard 500 and one line, never Bun's bare error page.
+      state.log.error("request failed", { method: req.method, path: splitUrl(req.url).path, error });
+      return plain(500, "Internal Server Error\n");
+    }
     if (answered !== undefined) return answered;
     // Control requests are admitted before the app parses their bodies.
     if (gate && splitUrl(req.url).path.startsWith(CONTROL_PREFIX)) {

@@ -128,6 +128,14 @@ export function guestAttributesDisabled(): Response {
   return plain(403, "Guest attributes endpoint access is disabled.");
 }
 
+/**
+ * Characters a header value cannot carry as they are (controls, space, DEL and everything past ASCII), percent-
+ * encoded as UTF-8 (a lone surrogate as U+FFFD), so any query a client sent fits into `Location`.
+ */
+function headerSafe(s: string): string {
+  return /[^\x21-\x7e]/.test(s) ? s.replace(/[^\x21-\x7e]/gu, (c) => encodeURIComponent(c.isWellFormed() ? c : "\ufffd")) : s;
+}
+
 /** 301 to the directory's slashed path; `Location` absolute from the request's Host, query kept after the slash. */
 export function redirect(target: string, query: string, host: string, scheme: string): Response {
   return new Response(`${target}\n`, {
@@ -135,7 +143,7 @@ export function redirect(target: string, query: string, host: string, scheme: st
     headers: {
       ...BASE_HEADERS,
       "Content-Type": "text/html",
-      Location: `${scheme}://${host}${target}${query ? `?${query}` : ""}`,
+      Location: headerSafe(`${scheme}://${host}${target}${query ? `?${query}` : ""}`),
     },
   });
 }

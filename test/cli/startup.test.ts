@@ -67,7 +67,17 @@ describe("exactly one line and exit 1", () => {
   test("a bad certificate", async () => {
     const cert = file("server.crt", "not a certificate");
     expectOneLine(
-      await startup(["-configFile", good, "-usemTLS", "-rootCAmTLS", join(CERTS, "root.crt"), "-serverCert", cert, "-serverKey", join(CERTS, "server.key")]),
+      await startup([
+        "-configFile",
+        good,
+        "-usemTLS",
+        "-rootCAmTLS",
+        join(CERTS, "root.crt"),
+        "-serverCert",
+        cert,
+        "-serverKey",
+        join(CERTS, "server.key"),
+      ]),
       `the server certificate (-serverCert) ${cert} holds no PEM certificate`,
     );
   });
