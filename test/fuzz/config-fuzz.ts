@@ -19,7 +19,7 @@ function randomValue(r: Random, depth = 0): Json {
     case 0:
       return r.text(r.int(20));
     case 1:
-      return r.pick([0, -1, 1.5, 1e308, -0, 4520031799277581759, 2 ** 53 + 1]);
+      return r.pick([0, -1, 1.5, 1e308, -0, Number("4520031799277581759"), 2 ** 53 + 1]);
     case 2:
       return r.chance(0.5);
     case 3:
