@@ -88,7 +88,7 @@ let n = 0;
 function one(allowWaits: boolean): Promise<number> {
   const i = n++;
   const r = Math.random() * 100;
-  const get = (path: string) => fetch(url + V1 + path, { headers: H }).then(async (res) => (await res.arrayBuffer(), res.status));
+  const get = (path: string) => statusOf(fetch(url + V1 + path, { headers: H }));
   if (r < 40) return get(LEAVES[i % LEAVES.length]!);
   if (r < 52) return get(i % 2 ? "instance/?recursive=true" : "?recursive=true&alt=json");
   if (r < 67) {
@@ -98,17 +98,24 @@ function one(allowWaits: boolean): Promise<number> {
   if (r < 77)
     return get(`instance/service-accounts/default/identity?audience=https://aud-${i % 400}.example&format=${i % 3 ? "standard" : "full"}`);
   if (r < 85)
-    return fetch(`${url}${V1}instance/guest-attributes/soak-${i % 5}/key-${i % 200}`, {
+    return statusOf(
+      fetch(`${url}${V1}instance/guest-attributes/soak-${i % 5}/key-${i % 200}`, { method: "PUT", headers: H, body: `value ${i}` }),
+    );
+  if (r < 92 && allowWaits) return get(`instance/attributes/soak-watched?wait_for_change=true&timeout_sec=${1 + (i % 3)}`);
+  return statusOf(
+    fetch(`${url}/emulator/v1/metadata/instance/attributes/soak-${i % 2 ? "watched" : `edit-${i % 50}`}`, {
       method: "PUT",
       headers: H,
-      body: `value ${i}`,
-    }).then(async (res) => (await res.arrayBuffer(), res.status));
-  if (r < 92 && allowWaits) return get(`instance/attributes/soak-watched?wait_for_change=true&timeout_sec=${1 + (i % 3)}`);
-  return fetch(`${url}/emulator/v1/metadata/instance/attributes/soak-${i % 2 ? "watched" : `edit-${i % 50}`}`, {
-    method: "PUT",
-    headers: H,
-    body: JSON.stringify(`edit ${i}`),
-  }).then(async (res) => (await res.arrayBuffer(), res.status));
+      body: JSON.stringify(`edit ${i}`),
+    }),
+  );
+}
+
+/** The status of an answer, once its body is read. */
+async function statusOf(p: Promise<Response>): Promise<number> {
+  const res = await p;
+  await res.arrayBuffer();
+  return res.status;
 }
 
 // Peak: closed loop, 32 clients, 5 s, no waits (they would measure their own timeouts).
