@@ -98,6 +98,19 @@ describe("reloads never stop the process (finding 3)", () => {
     }
   });
 
+  test("control-API edits naming prototype members are ordinary edits or clear refusals", async () => {
+    s = await start({ controlApi: true });
+    for (const key of ["constructor", "__proto__", "toString"]) {
+      const fixed = await s.req("PUT", `/emulator/v1/metadata/instance/scheduling/${key}`, '"x"');
+      expect(fixed.status).toBe(400);
+      expect(((await fixed.json()) as { error: { code: string } }).error.code).toBe("EDIT_FIXED_KEYS");
+      expect((await s.req("PUT", `/emulator/v1/metadata/instance/attributes/${key}`, '"v"')).status).toBe(200);
+      expect((await read(await s.get(`${V1}instance/attributes/${key}`))).body).toBe("v");
+      const ref = await s.req("POST", `/emulator/v1/update/instance/${key}`, "x");
+      expect(ref.status).toBe(400);
+    }
+  });
+
   test("JSON nested 10,000 deep is refused with one line; the last good config keeps serving", async () => {
     const { log, lines } = memoryLogger();
     s = await start({ log });
@@ -292,6 +305,11 @@ describe("defaults (finding 14)", () => {
     await s.server.stop();
     s = await start({ legacyHeader: false });
     expect((await fetch(`${s.url}${V1}project/project-id`, { headers: legacy })).status).toBe(403);
+    // On the command line: -legacyHeader=false.
+    const { parseFlags } = await import("../../src/cli/flags.ts");
+    const { serverOptions } = await import("../../src/cli/options.ts");
+    expect(serverOptions(parseFlags(["-legacyHeader=false"]), {}, true).legacyHeader).toBe(false);
+    expect(serverOptions(parseFlags([]), {}, true).legacyHeader).toBe(true);
   });
 
   test("a Forwarded header is refused like X-Forwarded-For: metadata paths, /, the control API", async () => {
