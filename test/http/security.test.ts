@@ -129,6 +129,30 @@ describe("reloads never stop the process (finding 3)", () => {
     expect(() => s!.server.replaceClaims(cyclic)).toThrow("nested deeper than 100 levels");
   });
 
+  test("a watcher whose handler throws reports it and keeps watching (no unhandled rejection)", async () => {
+    const { ConfigWatcher } = await import("../../src/config/watch.ts");
+    const dir = tempDir();
+    const file = join(dir, "c.json");
+    writeFileSync(file, "one");
+    const errors: string[] = [];
+    const seen: string[] = [];
+    const w = new ConfigWatcher(
+      file,
+      (text) => {
+        seen.push(text);
+        throw new Error(`handler failed on ${text}`);
+      },
+      { onError: (e) => errors.push(e.message) },
+    );
+    await w.start();
+    await w.check();
+    writeFileSync(file, "two");
+    await w.check();
+    w.close();
+    expect(seen).toEqual(["one", "two"]);
+    expect(errors).toEqual(["handler failed on one", "handler failed on two"]);
+  });
+
   test("the file watcher path: a bad file logs one line and the process keeps serving", async () => {
     const dir = tempDir();
     const file = join(dir, "config.json");
