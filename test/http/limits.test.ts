@@ -4,7 +4,9 @@
  * never read) are dropped within a bound while everyone else is served.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import { DEFAULT_GUEST_LIMITS } from "../../src/metadata/guest.ts";
+import { listeningUrl, ROOT, runCli } from "../helpers/cli.ts";
 import { config, FLAVOR, read, type Started, start, V1 } from "../dynamic/helpers.ts";
 
 let s: Started | undefined;
@@ -170,4 +172,41 @@ describe("slow clients are dropped and delay no one", () => {
     expect(bun.pendingRequests).toBe(0);
     stuck.destroy();
   }, 60_000);
+});
+
+describe("hanging requests cannot take every descriptor", () => {
+  test("with ulimit -n 128 the default cap is 64: the 65th wait is 503 and ordinary requests are served", async () => {
+    const cli = runCli([], {
+      command: ["sh", "-c", `ulimit -n 128 && exec "${process.execPath}" "${join(ROOT, "src", "cli.ts")}" -port :0`],
+    });
+    const sockets: Array<{ end(): void }> = [];
+    try {
+      const url = await listeningUrl(cli);
+      const port = Number(new URL(url).port);
+      const answers: string[] = [];
+      const wait = `GET ${V1}project/project-id?wait_for_change=true HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: Google\r\n\r\n`;
+      for (let i = 0; i < 70; i++) {
+        sockets.push(
+          await Bun.connect({
+            hostname: "127.0.0.1",
+            port,
+            socket: {
+              open: (sock) => void sock.write(wait),
+              data: (_sock, d) => void answers.push(Buffer.from(d).toString().slice(0, 12)),
+            },
+          }),
+        );
+      }
+      const deadline = Date.now() + 10_000;
+      while (answers.length < 6 && Date.now() < deadline) await Bun.sleep(20);
+      expect(answers).toEqual(Array(6).fill("HTTP/1.1 503"));
+      for (let i = 0; i < 20; i++) {
+        const r = await fetch(`${url}${V1}project/project-id`, { headers: FLAVOR });
+        expect(r.status).toBe(200);
+      }
+    } finally {
+      for (const sock of sockets) sock.end();
+      await cli.stop();
+    }
+  }, 30_000);
 });
