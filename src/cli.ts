@@ -87,7 +87,8 @@ export async function main(argv: string[], env: Record<string, string | undefine
     if (options.callersFile) log.info("callers loaded", { file: options.callersFile, callers: server.callerNames.join(",") });
     if (server.metricsUrl)
       log.info("metrics listening", { url: `${server.metricsUrl}${flags.metricsPath}`, health: `${server.metricsUrl}/healthz` });
-    if (flags.controlAPI)
+    if (server.controlUrl) log.info("control API listening", { url: `${server.controlUrl}/emulator/v1/`, token: !!flags.controlTokenFile });
+    else if (flags.controlAPI)
       log.info("control API enabled", socketPath ? { socket: socketPath, path: "/emulator/v1/" } : { url: `${url}/emulator/v1/` });
     if (options.faults) {
       log.warn("fault injection is on: matching requests fail on purpose", {

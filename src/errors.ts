@@ -31,6 +31,8 @@ export type ConfigErrorCode =
   | "CONFIG_UPSTREAM"
   /** A setting this server cannot honour here (the message says why and what works instead). */
   | "CONFIG_NOT_SUPPORTED"
+  /** The config could not be compiled for a reason not listed above; the message says why. */
+  | "CONFIG_UNUSABLE"
   | EditErrorCode;
 
 export type EditErrorCode =
@@ -156,14 +158,25 @@ export type ListenErrorCode =
   | "TLS_FILE_UNREADABLE"
   | "TLS_FILE_INVALID"
   | "TLS_KEY_MISMATCH"
-  | "METRICS_LISTEN";
+  | "METRICS_LISTEN"
+  /** The control API's token file is unreadable or empty. */
+  | "CONTROL_TOKEN";
 
 /** A listener could not start: address or socket in use, a path that is not a socket, unusable TLS files. */
 export class ListenError extends MetadataError<ListenErrorCode> {}
 
 export type RequestErrorCode =
   /** The body is not what the route takes; the message says what it takes. */
-  "BAD_REQUEST" | "NOT_FOUND" | "METHOD" | "BAD_PATH";
+  | "BAD_REQUEST"
+  | "NOT_FOUND"
+  | "METHOD"
+  | "BAD_PATH"
+  /** The body is over the route's size cap (413). */
+  | "TOO_LARGE"
+  /** The control API's token is missing or wrong (401). */
+  | "UNAUTHORIZED"
+  /** With real credentials, the control API may not create, rename or widen service accounts (403). */
+  | "ACCOUNT_CHANGE_REFUSED";
 
 /** A control-API request cannot be served: answered with its status and `{"error":{"code","message"}}`. */
 export class RequestError extends MetadataError<RequestErrorCode> {

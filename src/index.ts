@@ -14,6 +14,7 @@ import type { Server } from "bun";
 import defaultConfigText from "../config.json" with { type: "text" };
 import { ChangeHub } from "./changes/hub.ts";
 import { Clock } from "./clock.ts";
+import { defaultMaxWaiters, openFileLimit } from "./changes/limit.ts";
 import { parseConfigText } from "./config/claims.ts";
 import { ConfigStore, type ReloadStats } from "./config/store.ts";
 import type { UpstreamWatch } from "./config/upstream.ts";
@@ -25,19 +26,21 @@ import type { CredentialSource } from "./credentials/source.ts";
 import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
 import { DEFAULT_UPSTREAM_TIMEOUT_MS, TokenCache, type TokenCacheEvents } from "./credentials/token-cache.ts";
 import { type Environment, readEnvironment } from "./environment.ts";
-import { ConfigError, CredentialError, UpstreamError, UsageError } from "./errors.ts";
+import { ConfigError, CredentialError, ListenError, UpstreamError, UsageError } from "./errors.ts";
 import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSpec } from "./events/lifecycle.ts";
-import { createFetch } from "./http/app.ts";
+import { createControlFetch, createFetch } from "./http/app.ts";
 import type { Callers } from "./http/callers.ts";
+import { DEFAULT_CONTROL_BODY_BYTES, type ControlOptions } from "./http/control-gate.ts";
 import { FaultRules, type FaultSpec } from "./http/faults.ts";
 import { createGuestWrites } from "./http/guest.ts";
 import type { ServingState } from "./http/handler.ts";
 import { parsePort } from "./address.ts";
-import { type ListenTarget, listen, type TlsFiles } from "./http/listen.ts";
+import { type ListenTarget, listen, loadTls, parseListenAddress, type TlsFiles } from "./http/listen.ts";
 import { APP_ROUTES, routeMatcher } from "./http/routes.ts";
 import { fromPlain } from "./json.ts";
 import { asLogger, type Logger, type LoggerLike, silentLogger } from "./log.ts";
 import { metadataBaseUrl } from "./metadata/client.ts";
+import { DEFAULT_GUEST_LIMITS, type GuestAttributeLimits } from "./metadata/guest.ts";
 import type { Snapshot } from "./metadata/snapshot.ts";
 import { fanOut, Metrics, type MetricsHooks, NO_METRICS } from "./observability/metrics.ts";
 import { type MetricsListenOptions, serveMetrics } from "./observability/metrics-server.ts";
@@ -66,6 +69,7 @@ export type { LifecycleEvent, MaintenanceSpec, PreemptionSpec } from "./events/l
 export { parsePort } from "./address.ts";
 export type { TlsFiles } from "./http/listen.ts";
 export { type FaultAction, FaultRules, type FaultRuleView, type FaultSpec, parseFaultSpec } from "./http/faults.ts";
+export type { GuestAttributeLimits } from "./metadata/guest.ts";
 export { createLogger, type Logger, type LoggerLike } from "./log.ts";
 export { Snapshot } from "./metadata/snapshot.ts";
 export type { MetricsHooks } from "./observability/metrics.ts";
@@ -117,9 +121,23 @@ export interface MetadataServerOptions {
   instanceCreationTimestamp?: number;
   /** Reload `configFile` whenever it changes on disk (default false; the CLI turns it on). */
   watchConfig?: boolean;
-  /** Serve the control API under /emulator/v1/ (default false). */
+  /** Serve the control API under /emulator/v1/ on the metadata listener (default false); see docs/dynamic.md. */
   controlApi?: boolean;
-  /** Most wait_for_change requests held at once; 0 (default) means no limit; over it a wait answers 503. */
+  /**
+   * Serve the control API on a listener of its own instead, `host:port` or `unix:/path` (the metadata listener then
+   * answers /emulator/v1/… with 404). Implies the control API.
+   */
+  controlListen?: string;
+  /** Every control request must carry `Authorization: Bearer <token>` (401 otherwise). */
+  controlToken?: string;
+  /** As `controlToken`, read from this file (its content, trimmed) when the server starts. */
+  controlTokenFile?: string;
+  /** Largest control-API request body in bytes (default 4 MiB); 413 beyond. */
+  maxControlBodyBytes?: number;
+  /**
+   * Most wait_for_change requests held at once, 503 beyond; 0 means no limit. Default: half the process's open-file
+   * limit, at most 10,000 (changes/limit.ts).
+   */
   maxWaiters?: number;
   /**
    * Deadline of each upstream call for a token (token endpoint, STS, IAM Credentials, TPM exchange), retries
@@ -144,10 +162,16 @@ export interface MetadataServerOptions {
   tokenLifetime?: string | number;
   /** Fault-injection rules in force from the start (`-fault`); more can be added with `server.faults.add`. */
   faults?: FaultSpec[];
+  /** Bounds on guest-attribute writes (defaults: 256 KiB a value, 1,000 keys a namespace, 100 namespaces, 16 MiB). */
+  guestAttributeLimits?: Partial<GuestAttributeLimits>;
 }
 
 /** The longest `upstreamTimeoutMs`: a token request's connection is kept open this long plus a margin. */
 const MAX_UPSTREAM_TIMEOUT_MS = 240_000;
+
+/** Credential types whose tokens are made here: the control API may add accounts only then. */
+const LOCAL_TYPES = new Set(["emulated", "static", "static+emulated"]);
+const BODY_SLACK = 1 << 20;
 
 /** A source that is opened by start(): until then, token requests say so. */
 function unopened(spec: CredentialSpec): CredentialSource {
@@ -189,6 +213,9 @@ export class MetadataServer {
   private callersWatcher: ConfigWatcher | undefined;
   private callersText: string | undefined;
   private readonly createdAt: number;
+  private controlServer: Server<unknown> | undefined;
+  private readonly controlAddress: ReturnType<typeof parseListenAddress> | undefined;
+  private readonly guestLimits: GuestAttributeLimits;
 
   constructor(options: MetadataServerOptions = {}) {
     this.options = options;
@@ -203,6 +230,14 @@ export class MetadataServer {
     }
     this.upstreamUrl = options.upstream === undefined ? undefined : metadataBaseUrl(options.upstream, "the upstream metadata server");
     this.createdAt = options.instanceCreationTimestamp ?? Math.floor(Date.now() / 1000);
+    this.controlAddress = options.controlListen ? parseListenAddress(options.controlListen, "controlListen") : undefined;
+    this.guestLimits = { ...DEFAULT_GUEST_LIMITS, ...options.guestAttributeLimits };
+    for (const [name, v] of [
+      ...Object.entries(this.guestLimits).map(([k, v]) => [`guestAttributeLimits.${k}`, v] as const),
+      ["maxControlBodyBytes", options.maxControlBodyBytes ?? 1],
+    ] as const) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new UsageError("USAGE", `${name} must be a positive integer, found ${v}`);
+    }
     this.metricsRecorder = sc.metrics ? new Metrics({ version: VERSION }) : undefined;
     const upstreamTimeoutMs = options.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS;
     if (!(upstreamTimeoutMs > 0 && upstreamTimeoutMs <= MAX_UPSTREAM_TIMEOUT_MS)) {
@@ -247,7 +282,7 @@ export class MetadataServer {
       base = new EmulatedIssuer({ now: this.clock.now, lifetimeSeconds: this.tokenLifetime / 1000 });
     }
 
-    this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? 0 });
+    this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? defaultMaxWaiters(openFileLimit()) });
     this.store = new ConfigStore({
       claims: {
         overrides: this.env,
@@ -270,7 +305,7 @@ export class MetadataServer {
       now: this.clock.now,
       faults: undefined,
     };
-    this.state.writes = createGuestWrites(this.store);
+    this.state.writes = createGuestWrites(this.store, this.guestLimits);
     const faults = new FaultRules({ onChange: (active) => (this.state.faults = active ? faults.apply : undefined), log: this.log });
     this.faults = faults;
     for (const f of options.faults ?? []) faults.add(f);
@@ -323,6 +358,12 @@ export class MetadataServer {
   /** The snapshot being served. */
   get snapshot(): Snapshot {
     return this.store.current;
+  }
+
+  /** Why the control API may not create or rename accounts now: the tokens come from real credentials. */
+  accountChangesRefused(): string | undefined {
+    const type = this.state.tokens.source.describe().type;
+    return LOCAL_TYPES.has(type) ? undefined : `the server mints tokens with real credentials (${type})`;
   }
 
   /** Outcome counters of config-file reloads. */
@@ -447,13 +488,9 @@ export class MetadataServer {
       }
       if ((this.options.callersFile || this.options.callers) && !this.callers) await this.loadCallers();
       this.callers?.reopen();
-      const target: ListenTarget = {
-        hostname: sc.bindInterface ?? "127.0.0.1",
-        port: parsePort(sc.port),
-        ...(sc.domainSocket ? { domainSocket: sc.domainSocket } : {}),
-        ...(sc.domainSocketMode !== undefined ? { domainSocketMode: sc.domainSocketMode } : {}),
-        ...(sc.tls ? { tls: sc.tls } : {}),
-      };
+      // Every file the operator gave is checked before the credentials open (a TPM is slow to open and to close).
+      const tls = sc.tls ? await loadTls(sc.tls) : undefined;
+      const control = await this.controlOptions(notes);
       if (this.pending) {
         const spec = this.pending;
         const quiet = !!(this.staticTokens.accessToken && this.staticTokens.idToken);
@@ -472,6 +509,12 @@ export class MetadataServer {
       }
       if (this.staticTokens.accessToken || this.staticTokens.idToken) {
         notes.push({ level: "info", message: "serving static tokens from GOOGLE_ACCESS_TOKEN / GOOGLE_ID_TOKEN" });
+      }
+      if (tls?.testCa) {
+        notes.push({
+          level: "warn",
+          message: `-usemTLS trusts a test CA from this repository (${sc.tls!.rootCA}, the Go emulator's default): its private key is public, so anyone can make a client certificate it accepts; pass -rootCAmTLS with your own CA`,
+        });
       }
       recorder?.describeCredentials(this.state.tokens.source.describe(), this.defaultEmail());
       this.changes.reopen();
@@ -492,15 +535,26 @@ export class MetadataServer {
         await this.callersWatcher.start(this.callersText);
       }
       const state = this.state;
+      const sameListener = control && !this.controlAddress ? control : undefined;
       // Observation wraps the handler only when metrics or per-request logs are on; otherwise nothing is added.
-      const fetch = instrument(createFetch(state, this.options.controlApi ? { control: this } : {}), {
+      const fetch = instrument(createFetch(state, sameListener ? { control: sameListener } : {}), {
         // A caller's own account paths are labelled from its own snapshot.
         snapshot: (req, server) => (state.callers?.select(req, server) ?? state).snapshot,
         metrics: recorder,
         log: state.log,
         routeBeside: routeMatcher(APP_ROUTES),
       });
+      const target: ListenTarget = {
+        hostname: sc.bindInterface ?? "127.0.0.1",
+        port: parsePort(sc.port),
+        ...(sc.domainSocket ? { domainSocket: sc.domainSocket } : {}),
+        ...(sc.domainSocketMode !== undefined ? { domainSocketMode: sc.domainSocketMode } : {}),
+        ...(tls ? { tls } : {}),
+        maxRequestBodySize: Math.max(this.guestLimits.maxValueBytes, sameListener?.maxBodyBytes ?? 0) + BODY_SLACK,
+      };
       this.server = await listen(fetch, target);
+      state.host = sc.domainSocket ? "metadata.google.internal" : this.address().host;
+      if (control && this.controlAddress) this.controlServer = await this.listenControl(control, this.controlAddress);
       this.upstreamWatch?.start();
     } catch (e) {
       this.watcher?.close();
@@ -509,6 +563,8 @@ export class MetadataServer {
       this.callersWatcher = undefined;
       await this.upstreamWatch?.close();
       this.upstreamWatch = undefined;
+      await this.server?.stop(true);
+      this.server = undefined;
       await this.metricsServer?.stop(true);
       this.metricsServer = undefined;
       await opened?.close?.(); // release a TPM key and its sessions
@@ -548,6 +604,70 @@ export class MetadataServer {
     }
     this.callers = callers;
     this.state.callers = callers;
+  }
+
+  /** The control API's options, its token read from its file; undefined when the control API is off. */
+  private async controlOptions(notes: Note[]): Promise<ControlOptions | undefined> {
+    const o = this.options;
+    if (!o.controlApi && !o.controlListen) return undefined;
+    let token = o.controlToken;
+    if (o.controlTokenFile) {
+      const file = o.controlTokenFile;
+      let text: string;
+      try {
+        text = await Bun.file(file).text();
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (e as Error).message;
+        throw new ListenError("CONTROL_TOKEN", `cannot read the control token file (-controlTokenFile) ${file}: ${why}`, { cause: e });
+      }
+      token = text.trim();
+      if (!token)
+        throw new ListenError(
+          "CONTROL_TOKEN",
+          `the control token file (-controlTokenFile) ${file} is empty; put a long random secret in it`,
+        );
+      const mode = (await Bun.file(file).stat()).mode;
+      if (mode & 0o077) {
+        notes.push({
+          level: "warn",
+          message: `the control token file ${file} is readable by other users (mode ${(mode & 0o777).toString(8)}); chmod 600 it`,
+        });
+      }
+    }
+    if (token !== undefined && token.trim() === "") throw new UsageError("USAGE", "controlToken is empty; give a long random secret");
+    return {
+      target: this,
+      ...(token !== undefined ? { token: token.trim() } : {}),
+      maxBodyBytes: o.maxControlBodyBytes ?? DEFAULT_CONTROL_BODY_BYTES,
+    };
+  }
+
+  /** The control API's own listener (`controlListen`): TCP or a unix socket only its owner may use. */
+  private async listenControl(control: ControlOptions, at: NonNullable<typeof this.controlAddress>): Promise<Server<unknown>> {
+    const fetch = createControlFetch(this.state, control);
+    const maxRequestBodySize = control.maxBodyBytes + BODY_SLACK;
+    try {
+      if ("unix" in at)
+        return await listen(fetch, { hostname: "", port: 0, domainSocket: at.unix, domainSocketMode: 0o600, maxRequestBodySize });
+      return await listen(fetch, { hostname: at.hostname, port: at.port, maxRequestBodySize });
+    } catch (e) {
+      if (e instanceof ListenError) throw e;
+      const where = "unix" in at ? at.unix : `${at.hostname}:${at.port}`;
+      throw new ListenError("LISTEN", `cannot listen on ${where} (-controlListen): ${(e as Error).message.replace(/, listen$/, "")}`, {
+        cause: e,
+      });
+    }
+  }
+
+  /** Base URL of the control listener (`http://127.0.0.1:8081`, `http+unix://…`), when it has its own and is up. */
+  get controlUrl(): string | undefined {
+    const c = this.controlServer;
+    const at = this.controlAddress;
+    if (!c || !at) return undefined;
+    if ("unix" in at) return `http+unix://${encodeURIComponent(at.unix)}`;
+    const h = c.hostname ?? at.hostname;
+    return `http://${h.includes(":") ? `[${h}]` : h}:${c.port}`;
   }
 
   private requireDefaultEmail(spec: CredentialSpec): string {
@@ -628,6 +748,9 @@ export class MetadataServer {
       await Promise.race([s.stop(false), Bun.sleep(1000)]);
       await s.stop(true);
     }
+    const c = this.controlServer;
+    this.controlServer = undefined;
+    if (c) await c.stop(true);
     const m = this.metricsServer;
     this.metricsServer = undefined;
     if (m) await m.stop(true);

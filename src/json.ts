@@ -1,7 +1,18 @@
 /**
  * A strict JSON parser that keeps what JSON.parse throws away: the exact text of every number (instance ids exceed
- * 2^53) and the line and column of a syntax error, so a bad config file is reported precisely.
+ * 2^53) and the line and column of a syntax error, so a bad config file is reported precisely. Nesting is capped
+ * ({@link MAX_JSON_DEPTH}) before anything recursive runs, so no document can exhaust the stack.
  */
+import { ConfigError } from "./errors.ts";
+
+/**
+ * Deepest nesting of arrays and objects accepted. The real tree is about 8 levels deep; documents under free-form
+ * keys add a few more. Recursion over values (parsing, tree building, rendering) stays far from the stack limit.
+ */
+export const MAX_JSON_DEPTH = 100;
+
+const tooDeep = (where: string): ConfigError =>
+  new ConfigError("CONFIG_TOO_DEEP", `${where}nested deeper than ${MAX_JSON_DEPTH} levels of arrays and objects; flatten it`);
 
 /** A JSON number kept as its literal text. */
 export class JsonNumber {
@@ -39,11 +50,39 @@ function reviver(this: unknown, _key: string, value: unknown, context?: { source
  * by line and column. Duplicate keys: the last one wins, as with JSON.parse and Go's decoder.
  */
 export function parseJson(text: string): JsonValue {
+  checkDepth(text);
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
   try {
     return JSON.parse(body, reviver as (key: string, value: unknown) => unknown) as JsonValue;
   } catch {
     return parsePositioned(text);
+  }
+}
+
+/** Throws CONFIG_TOO_DEEP when brackets outside strings nest past the cap; one linear pass, no recursion. */
+function checkDepth(text: string): void {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92)
+        i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 123 || c === 91) {
+      if (++depth > MAX_JSON_DEPTH) {
+        let line = 1;
+        let lineStart = 0;
+        for (let k = 0; k < i; k++) {
+          if (text.charCodeAt(k) === 10) {
+            line++;
+            lineStart = k + 1;
+          }
+        }
+        throw tooDeep(`line ${line}, column ${i - lineStart + 1}: `);
+      }
+    } else if (c === 125 || c === 93) depth--;
   }
 }
 
@@ -228,24 +267,26 @@ export function isJsonObject(v: JsonValue | undefined): v is JsonObject {
 }
 
 /** Convert plain JavaScript data (numbers included) into a JsonValue tree; bigint keeps its digits. */
-export function fromPlain(v: unknown): JsonValue {
+export function fromPlain(v: unknown, depth = 0): JsonValue {
   if (v === null || v === undefined) return null;
   if (typeof v === "string" || typeof v === "boolean") return v;
   if (typeof v === "number") {
-    if (!Number.isFinite(v)) throw new TypeError("non-finite number");
+    if (!Number.isFinite(v)) throw new ConfigError("CONFIG_SHAPE", `${v} is not a JSON number`);
     return new JsonNumber(String(v));
   }
   if (typeof v === "bigint") return new JsonNumber(v.toString());
   if (v instanceof JsonNumber) return v;
-  if (Array.isArray(v)) return v.map(fromPlain);
+  // Objects also catch cycles here: a cyclic value is infinitely deep.
+  if (typeof v === "object" && depth >= MAX_JSON_DEPTH) throw tooDeep("");
+  if (Array.isArray(v)) return v.map((x) => fromPlain(x, depth + 1));
   if (typeof v === "object") {
     const o: JsonObject = Object.create(null);
     for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
-      if (val !== undefined) o[k] = fromPlain(val);
+      if (val !== undefined) o[k] = fromPlain(val, depth + 1);
     }
     return o;
   }
-  throw new TypeError(`cannot represent ${typeof v} in JSON`);
+  throw new ConfigError("CONFIG_SHAPE", `a ${typeof v} cannot be represented in JSON`);
 }
 
 /** Serialise a JsonValue compactly, numbers verbatim. */

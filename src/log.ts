@@ -7,9 +7,13 @@
 export type Level = "error" | "warn" | "info" | "debug" | "trace";
 const RANK: Record<Level, number> = { error: 0, warn: 1, info: 2, debug: 3, trace: 4 };
 
-const SECRET_PATTERNS: Array<[RegExp, string]> = [
+/**
+ * Patterns of secrets. Each runs in linear time: no pattern lets a repeated part rescan what an earlier attempt
+ * already scanned (a JWT is found by the runs it lives in, below, not by a backtracking pattern).
+ */
+const SECRET_PATTERNS: Array<[RegExp, string | ((run: string) => string)]> = [
   [/ya29\.[\w.-]+/g, "[redacted]"], // OAuth2 access tokens
-  [/eyJ[\w-]*\.[\w-]+\.[\w-]*/g, "[redacted]"], // JWTs and JWS (ID tokens, assertions)
+  [/[\w.-]+/g, redactJwtIn], // JWTs and JWS (ID tokens, assertions), found run by run
   [/-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, "[redacted]"],
   [
     /("?(?:access_token|id_token|assertion|private_key|refresh_token|client_secret|subject_token)"?\s*[:=]\s*"?)[^"&\s,}]+/gi,
@@ -17,16 +21,37 @@ const SECRET_PATTERNS: Array<[RegExp, string]> = [
   ],
 ];
 
+/**
+ * A run of `[\w.-]` characters with `eyJ` (base64 of `{"`) followed by a dot somewhere after it: from `eyJ` to the
+ * run's end is a JWT, or what is left of one cut short. Two `indexOf`s per run.
+ */
+function redactJwtIn(run: string): string {
+  const at = run.indexOf("eyJ");
+  if (at < 0 || run.indexOf(".", at + 3) < 0) return run;
+  return `${run.slice(0, at)}[redacted]`;
+}
+
+/** Text longer than this is cut before it is scanned; the cut is marked. */
+export const MAX_SCANNED = 64 * 1024;
+/** Longest logged value (and message), after redaction; longer ones are cut and marked. */
+export const MAX_LOGGED = 2048;
+
 /** Replace anything that looks like a credential with `[redacted]`. */
 export function redact(text: string): string {
-  let out = text;
-  for (const [re, replacement] of SECRET_PATTERNS) out = out.replace(re, replacement);
+  let out = text.length > MAX_SCANNED ? `${text.slice(0, MAX_SCANNED)}…` : text;
+  for (const [re, replacement] of SECRET_PATTERNS) out = out.replace(re, replacement as string);
   return out;
+}
+
+/** Redacted, and cut to MAX_LOGGED characters with the original length noted. */
+function forLog(text: string): string {
+  const clean = redact(text);
+  return clean.length > MAX_LOGGED ? `${clean.slice(0, MAX_LOGGED)}…(${text.length} characters)` : clean;
 }
 
 function formatValue(v: unknown): string {
   const s = v instanceof Error ? v.message : typeof v === "string" ? v : JSON.stringify(v);
-  const clean = redact(s ?? "");
+  const clean = forLog(s ?? "");
   return /^[\w./:@+-]*$/.test(clean) && clean !== "" ? clean : JSON.stringify(clean);
 }
 
@@ -59,7 +84,7 @@ export function createLogger(level: Level = "info", write: (line: string) => voi
   };
   function emit(l: Level, msg: string, fields?: Record<string, unknown>): void {
     if (RANK[l] > RANK[logger.level]) return;
-    let line = `${new Date().toISOString()} ${l.toUpperCase().padEnd(5)} ${redact(msg)}`;
+    let line = `${new Date().toISOString()} ${l.toUpperCase().padEnd(5)} ${forLog(msg)}`;
     if (fields) {
       for (const [k, v] of Object.entries(fields)) if (v !== undefined) line += ` ${k}=${formatValue(v)}`;
     }

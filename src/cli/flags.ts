@@ -89,10 +89,30 @@ export const FLAGS = {
     default: false,
     help: "serve the control API under /emulator/v1/ on the metadata listener (set, merge, delete metadata; Google's reference emulator's update routes; simulated events)",
   },
+  controlListen: {
+    kind: "string",
+    default: "",
+    help: "serve the control API on its own listener instead, host:port or unix:/path (the metadata listener then answers /emulator/v1/ with 404); implies -controlAPI",
+  },
+  controlTokenFile: {
+    kind: "string",
+    default: "",
+    help: "control requests must carry Authorization: Bearer <this file's content, trimmed> (401 otherwise)",
+  },
+  maxControlBodyBytes: { kind: "int", default: 4194304, help: "largest control-API request body, 413 beyond" },
   maxWaiters: {
     kind: "int",
-    default: 0,
-    help: "most wait_for_change requests held at once, 503 beyond (0: no limit; the live server reportedly allows 500)",
+    default: -1,
+    help: "most wait_for_change requests held at once, 503 beyond (-1: half the open-file limit, at most 10000; 0: no limit)",
+  },
+  maxGuestValueBytes: { kind: "int", default: 262144, help: "largest guest attribute value a guest may PUT, 413 beyond" },
+  maxGuestKeys: { kind: "int", default: 1000, help: "most keys in one guest attribute namespace, 400 beyond" },
+  maxGuestNamespaces: { kind: "int", default: 100, help: "most guest attribute namespaces, 400 beyond" },
+  maxGuestBytes: { kind: "int", default: 16777216, help: "most bytes of all guest attribute values together, 413 beyond" },
+  legacyHeader: {
+    kind: "bool",
+    default: true,
+    help: "accept X-Google-Metadata-Request: True in place of Metadata-Flavor: Google (-legacyHeader=false to refuse it)",
   },
   upstream: {
     kind: "string",
@@ -224,12 +244,13 @@ export function parseGoFlags<T extends Record<string, FlagSpec>>(argv: readonly 
       out.help = true;
       continue;
     }
-    const spec = specs[name];
+    // Own keys only: `-constructor` is not a flag.
+    const spec = Object.hasOwn(specs, name) ? specs[name] : undefined;
     if (!spec) throw new UsageError("USAGE", `flag provided but not defined: -${name}`);
     if (spec.kind === "bool") {
       if (value === undefined) out[name] = true;
       else {
-        const b = BOOL_VALUES[value];
+        const b = Object.hasOwn(BOOL_VALUES, value) ? BOOL_VALUES[value] : undefined;
         if (b === undefined)
           throw new UsageError("USAGE", `invalid boolean value ${JSON.stringify(value)} for -${name}: use -${name} or -${name}=false`);
         out[name] = b;
@@ -253,7 +274,7 @@ export function parseGoFlags<T extends Record<string, FlagSpec>>(argv: readonly 
     const prev = argv[i - 1];
     const prevName = prev?.replace(/^--?/, "");
     const hint =
-      prevName && specs[prevName]?.kind === "bool" && (rest === "true" || rest === "false")
+      prevName && Object.hasOwn(specs, prevName) && specs[prevName]!.kind === "bool" && (rest === "true" || rest === "false")
         ? ` (-${prevName} is a boolean flag: write -${prevName}=${rest})`
         : "";
     throw new UsageError("USAGE", `unexpected argument ${JSON.stringify(rest)}${hint}; every option is a -flag`);

@@ -5,6 +5,7 @@
  */
 import { parsePort } from "../address.ts";
 import { tokenLifetimeMs } from "../credentials/lifetime.ts";
+import { parseListenAddress } from "../http/listen.ts";
 import type { CredentialSpec } from "../credentials/open.ts";
 import { parseDuration } from "../duration.ts";
 import { UsageError } from "../errors.ts";
@@ -74,6 +75,10 @@ export function listenerConfig(flags: Flags, warn: (line: string) => void): Serv
   for (const [flag, needs] of IGNORED_WITHOUT) {
     if (flags.explicit.has(flag) && !flags[needs]) warn(`-${flag} is ignored without -${needs}`);
   }
+  for (const flag of ["controlTokenFile", "maxControlBodyBytes"] as const) {
+    if (flags.explicit.has(flag) && !flags.controlAPI && !flags.controlListen)
+      warn(`-${flag} is ignored without -controlAPI or -controlListen`);
+  }
   return config;
 }
 
@@ -125,15 +130,33 @@ function upstreamTimeout(text: string): number {
  * `-upstream` the upstream's tree is served, and a config file is read (as an overlay) only when named.
  */
 export function serverOptions(flags: Flags, env: Record<string, string | undefined>, bundled: boolean): MetadataServerOptions {
+  for (const name of ["maxControlBodyBytes", "maxGuestValueBytes", "maxGuestKeys", "maxGuestNamespaces", "maxGuestBytes"] as const) {
+    if (flags[name] < 1) throw new UsageError("USAGE", `invalid -${name} ${flags[name]}: it must be at least 1`);
+  }
+  if (flags.maxWaiters < -1)
+    throw new UsageError("USAGE", `invalid -maxWaiters ${flags.maxWaiters}: use -1 (the default rule), 0 (no limit) or a count`);
   const options: MetadataServerOptions = {
     env,
     // A VM may run without a service account; the Go emulator's rule is for hand-written configs.
     requireDefaultAccount: !flags.upstream,
     controlApi: flags.controlAPI,
-    maxWaiters: flags.maxWaiters,
     upstreamTimeoutMs: upstreamTimeout(flags.upstreamTimeout),
     watchConfig: flags.watchConfig,
+    legacyHeader: flags.legacyHeader,
+    maxControlBodyBytes: flags.maxControlBodyBytes,
+    guestAttributeLimits: {
+      maxValueBytes: flags.maxGuestValueBytes,
+      maxKeys: flags.maxGuestKeys,
+      maxNamespaces: flags.maxGuestNamespaces,
+      maxTotalBytes: flags.maxGuestBytes,
+    },
   };
+  if (flags.maxWaiters >= 0) options.maxWaiters = flags.maxWaiters;
+  if (flags.controlListen) {
+    parseListenAddress(flags.controlListen, "-controlListen");
+    options.controlListen = flags.controlListen;
+  }
+  if (flags.controlTokenFile) options.controlTokenFile = flags.controlTokenFile;
   if (flags.explicit.has("tokenLifetime")) options.tokenLifetime = tokenLifetimeMs(flags.tokenLifetime);
   if (flags.upstream) {
     options.upstream = metadataBaseUrl(flags.upstream, "-upstream");

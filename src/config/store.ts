@@ -8,7 +8,7 @@
  * store.loadDocument(JSON.parse(text));
  * store.set("instance/attributes/foo", "bar");
  */
-import { EditError } from "../errors.ts";
+import { ConfigError, EditError } from "../errors.ts";
 import { fromPlain, type JsonObject } from "../json.ts";
 import { deleteAt, mergeAt, nodeAt, setAt, splitPath, treeToJson } from "../metadata/edit.ts";
 import { carryGuestAttributes } from "../metadata/guest.ts";
@@ -64,20 +64,26 @@ export class ConfigStore {
     return claimsFromDocument(whole, this.options.claims);
   }
 
-  /** The single place a snapshot goes live. */
-  private install(tree: Tree): void {
+  /** The single place a snapshot goes live: compiled whole from `tree`, or made by `make` from the current one. */
+  private install(tree: Tree, make?: (current: Snapshot) => Snapshot): void {
     const previous = this.snapshot;
-    const next = new Snapshot(tree, { instanceCreationTimestamp: this.options.instanceCreationTimestamp });
+    const next =
+      make && previous ? make(previous) : new Snapshot(tree, { instanceCreationTimestamp: this.options.instanceCreationTimestamp });
     this.snapshot = next;
     this.options.onSwap(next, previous);
   }
 
-  /** A whole new config: replaces control-API changes; the guest's own writes carry over (see metadata/guest.ts). */
-  private loadTree(tree: Tree, doc: object): void {
-    const previous = this.fileTree;
+  /**
+   * A whole new config: replaces control-API changes; the guest's own writes carry over (see metadata/guest.ts).
+   * `doc` is kept to lay the config over a new upstream tree; `check` may refuse the tree that would go live (it
+   * throws); nothing changes then.
+   */
+  private loadTree(tree: Tree, doc: object, check?: (previous: Tree, next: Tree) => void): void {
+    const next = this.snapshot ? carryGuestAttributes(this.fileTree, tree, this.snapshot.tree) : tree;
+    if (check && this.snapshot) check(this.snapshot.tree, next);
     this.fileTree = tree;
     this.document = doc;
-    this.install(this.snapshot ? carryGuestAttributes(previous, tree, this.snapshot.tree) : tree);
+    this.install(next);
   }
 
   /** The first config, from a document. Throws ConfigError. */
@@ -85,25 +91,32 @@ export class ConfigStore {
     this.loadTree(this.treeOf(doc), doc);
   }
 
-  /** The first config, from a file. Throws ConfigError (unreadable, syntax, shape). */
+  /** The first config, from a file. Throws ConfigError (unreadable, syntax, shape, anything else that fails). */
   async loadFile(path: string): Promise<void> {
     const text = await readConfigText(path);
-    const doc = parseConfigText(text, path) as object;
-    const tree = this.treeOf(doc);
-    this.configText = text;
-    this.loadTree(tree, doc);
+    try {
+      const doc = parseConfigText(text, path) as object;
+      const tree = this.treeOf(doc);
+      this.configText = text;
+      this.loadTree(tree, doc);
+    } catch (e) {
+      if (e instanceof ConfigError) throw e;
+      // A failure no check foresaw is still the file's: one line, exit 1, never a stack trace.
+      throw new ConfigError("CONFIG_UNUSABLE", `${path}: cannot be served: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
   }
 
-  /** Swap in a new config document (library, control API); throws ConfigError, and the current one stays. */
-  replaceClaims(doc: object): void {
-    let tree: Tree;
+  /**
+   * Swap in a new config document (library, control API); throws ConfigError (or what `check` throws), and the
+   * current one stays.
+   */
+  replaceClaims(doc: object, check?: (previous: Tree, next: Tree) => void): void {
     try {
-      tree = this.treeOf(doc);
+      this.loadTree(this.treeOf(doc), doc, check);
     } catch (e) {
       this.options.onReload?.(false);
       throw e;
     }
-    this.loadTree(tree, doc);
     this.options.onReload?.(true);
   }
 
@@ -156,6 +169,16 @@ export class ConfigStore {
     const current = this.current.tree;
     const next = fn(current);
     if (next !== current) this.install(next);
+  }
+
+  /**
+   * An edit confined to the subtree at `segs` (below /computeMetadata/v1/): `fn` may change nothing outside it.
+   * The next snapshot compiles only that subtree and shares the rest (guest-attribute writes).
+   */
+  editAt(segs: readonly string[], fn: (tree: Tree) => Tree): void {
+    const current = this.current.tree;
+    const next = fn(current);
+    if (next !== current) this.install(next, (s) => s.withChange(next, segs));
   }
 
   /** The value at a metadata path (`instance/attributes/foo`) as config JSON text, or undefined. */

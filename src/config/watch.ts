@@ -60,13 +60,16 @@ export class ConfigWatcher {
       this.again = true;
       return this.reading;
     }
-    this.reading = this.read().finally(() => {
-      this.reading = undefined;
-      if (this.again && !this.closed) {
-        this.again = false;
-        void this.check();
-      }
-    });
+    // Nothing a read does may escape as an unhandled rejection: a watcher must never stop the process.
+    this.reading = this.read()
+      .catch((e: unknown) => this.options.onError?.(e instanceof Error ? e : new Error(String(e))))
+      .finally(() => {
+        this.reading = undefined;
+        if (this.again && !this.closed) {
+          this.again = false;
+          void this.check();
+        }
+      });
     return this.reading;
   }
 

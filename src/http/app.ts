@@ -7,40 +7,62 @@
  * start-up. So the guard answers the tree, and Elysia is loaded on the first request outside it.
  */
 import { CredentialError, MetadataError, RequestError } from "../errors.ts";
-import { BASE_HEADERS, JSON_TYPE } from "../metadata/snapshot.ts";
 import { pathAndQuery, splitUrl } from "../metadata/path.ts";
-import type { ControlTarget } from "./control.ts";
+import { BASE_HEADERS, JSON_TYPE } from "../metadata/snapshot.ts";
+import { type ControlOptions, controlGate } from "./control-gate.ts";
 import { createMetadataHandler, type ServerHooks, type ServingState } from "./handler.ts";
-import { notFound, plain } from "./pages.ts";
+import { errorAnswer, notFound, plain, safeHost } from "./pages.ts";
 import { ROUTES } from "./routes.ts";
 
+export { errorAnswer } from "./pages.ts";
+
 export interface AppOptions {
-  /** Serve the control API under /emulator/v1/ (see control.ts). */
-  control?: ControlTarget;
+  /** Serve the control API under /emulator/v1/ on this listener (see control.ts). */
+  control?: ControlOptions;
 }
 
 const JSON_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": JSON_TYPE } };
-const CONTROL_PREFIX = "/emulator/v1/";
+const DEFAULT_HOST = "metadata.google.internal";
+const CONTROL_PREFIX = "/emulator/";
 
-/** The listener's fetch handler: the guard, then the app's routes. */
+/** The metadata listener's fetch handler: the guard, then the app's routes. */
 export function createFetch(
   state: ServingState,
   options: AppOptions = {},
 ): (req: Request, server: ServerHooks) => Response | Promise<Response> {
   const guard = createMetadataHandler(state);
+  const gate = options.control ? controlGate(options.control) : undefined;
   // In the compiled executable a dynamic import keeps Elysia in its own chunk, off the start-up path.
   let app: ReturnType<typeof createApp> | undefined;
-  return (req, server) => guard(req, server) ?? (app ??= createApp(state, options)).then((a) => a.handle(withHost(req)));
+  return (req, server) => {
+    let answered: ReturnType<typeof guard>;
+    try {
+      answered = guard(req, server);
+    } catch (error) {
+      // A bug, not the client's fault: the standard 500 and one line, never Bun's bare error page.
+      state.log.error("request failed", { method: req.method, path: splitUrl(req.url).path, error });
+      return plain(500, "Internal Server Error\n");
+    }
+    if (answered !== undefined) return answered;
+    // Control requests are admitted before the app parses their bodies.
+    if (gate && splitUrl(req.url).path.startsWith(CONTROL_PREFIX)) {
+      const refused = gate(req);
+      if (refused) return refused;
+    }
+    return (app ??= createApp(state, options)).then((a) => a.handle(withHost(req)));
+  };
+}
+
+/** The control listener's fetch handler (`-controlListen`): the control API alone, admitted first. */
+export function createControlFetch(state: ServingState, control: ControlOptions): (req: Request) => Response | Promise<Response> {
+  const gate = controlGate(control);
+  let app: ReturnType<typeof createApp> | undefined;
+  return (req) => gate(req) ?? (app ??= createApp(state, { control }, false)).then((a) => a.handle(withHost(req)));
 }
 
 /** Elysia routes on the URL's path after a host; a request Bun handed over without one gets the metadata host. */
 function withHost(req: Request): Request {
   return req.url.charCodeAt(0) === 47 ? new Request(`http://metadata.google.internal${req.url}`, req) : req;
-}
-
-/** `{"error":{"code","message"}}` with a status: how the control API reports what it refused. */
-export function errorAnswer(status: number, code: string, message: string): Response {
-  return new Response(JSON.stringify({ error: { code, message } }), { ...JSON_INIT, status });
 }
 
 /** The status for an error a route threw: what the client got wrong is 4xx, the rest 500. */
@@ -52,10 +74,10 @@ function statusOf(e: MetadataError): number {
 }
 
 /** Routes beside the metadata tree. */
-export async function createApp(state: ServingState, options: AppOptions = {}) {
+export async function createApp(state: ServingState, options: AppOptions = {}, discovery = true) {
   const { Elysia } = await import("elysia");
   const [{ controlRoutes }, { testingRoutes }] = await Promise.all([import("./control.ts"), import("./control-testing.ts")]);
-  const app = new Elysia({ strictPath: true })
+  const base = new Elysia({ strictPath: true })
     // First, and global: it answers for every route below, the control API's included.
     .onError({ as: "global" }, ({ code, error, request }) => {
       const path = splitUrl(request.url).path;
@@ -66,19 +88,30 @@ export async function createApp(state: ServingState, options: AppOptions = {}) {
         return errorAnswer(400, "BAD_REQUEST", `${where}: ${first?.summary ?? first?.message ?? "does not have the expected shape"}`);
       }
       if (code === "NOT_FOUND") {
-        return options.control && path.startsWith(CONTROL_PREFIX)
+        return options.control && (path.startsWith(CONTROL_PREFIX) || !discovery)
           ? errorAnswer(404, "NOT_FOUND", `no route ${request.method} ${path}`)
           : notFound(pathAndQuery(splitUrl(request.url)));
       }
-      if (code === "PARSE") return errorAnswer(400, "BAD_REQUEST", `request body: ${(error as Error).message}`);
-      state.log.error("request failed", { path, error });
+      if (code === "PARSE") {
+        // Elysia wraps what a parser throws: the body's own error (too large, bad JSON) is the answer.
+        const cause = (error as Error).cause;
+        if (cause instanceof MetadataError) return errorAnswer(statusOf(cause), cause.code, cause.message);
+        return errorAnswer(400, "BAD_REQUEST", `request body: ${(error as Error).message}`);
+      }
+      state.log.error("request failed", { method: request.method, path, error });
       return plain(500, "Internal Server Error\n");
-    })
+    });
+  // Not on the control listener, which serves the control API alone.
+  const absent = (request: Request) =>
+    discovery
+      ? notFound(pathAndQuery(splitUrl(request.url)))
+      : errorAnswer(404, "NOT_FOUND", `no route ${request.method} ${splitUrl(request.url).path}`);
+  const app = base
     // OpenID discovery for the issuer that signs ID tokens here (emulated issuer), so apps verify them offline.
     .get(ROUTES.openidConfiguration, ({ request }) => {
-      const openid = state.tokens.source.openid;
-      if (!openid) return notFound(pathAndQuery(splitUrl(request.url)));
-      const host = request.headers.get("host") || "metadata.google.internal";
+      const openid = discovery ? state.tokens.source.openid : undefined;
+      if (!openid) return absent(request);
+      const host = safeHost(request.headers.get("host"), state.host ?? DEFAULT_HOST);
       const doc = {
         issuer: openid.issuer,
         jwks_uri: `${state.scheme}://${host}${ROUTES.jwks}`,
@@ -90,8 +123,8 @@ export async function createApp(state: ServingState, options: AppOptions = {}) {
       return new Response(JSON.stringify(doc), JSON_INIT);
     })
     .get(ROUTES.jwks, async ({ request }) => {
-      const openid = state.tokens.source.openid;
-      if (!openid) return notFound(pathAndQuery(splitUrl(request.url)));
+      const openid = discovery ? state.tokens.source.openid : undefined;
+      if (!openid) return absent(request);
       try {
         return new Response(JSON.stringify(await openid.jwks()), JSON_INIT);
       } catch (e) {

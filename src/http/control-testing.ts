@@ -13,14 +13,10 @@
 import { Elysia } from "elysia";
 import type { Clock } from "../clock.ts";
 import { RequestError } from "../errors.ts";
-import { admit, json, methods, specBody } from "./control.ts";
-import { type FaultRules, faultFrom, parseFaultSpec } from "./faults.ts";
+import { json, methods, specBody } from "./control.ts";
+import { type ControlOptions, controlGate } from "./control-gate.ts";
+import { faultFrom, parseFaultSpec } from "./faults.ts";
 import { ROUTES } from "./routes.ts";
-
-export interface TestingTarget {
-  readonly clock: Clock;
-  readonly faults: FaultRules;
-}
 
 function clockChange(clock: Clock, body: Record<string, unknown> | string): ReturnType<Clock["state"]> {
   if (typeof body === "string" || !isPlain(body)) {
@@ -42,12 +38,14 @@ function clockChange(clock: Clock, body: Record<string, unknown> | string): Retu
 
 const isPlain = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 
-export function testingRoutes(target: TestingTarget) {
-  const { clock, faults } = target;
+export function testingRoutes(options: ControlOptions) {
+  const { clock, faults } = options.target;
+  const { maxBodyBytes } = options;
+  const gate = controlGate({ ...options, maxBodyBytes: Number.POSITIVE_INFINITY });
   const state = () => json(200, JSON.stringify(clock.state()));
   return new Elysia({ name: "control-api-testing" })
-    .parser("spec", ({ request }) => specBody(request))
-    .onBeforeHandle(({ request }) => admit(request))
+    .parser("spec", ({ request }) => specBody(request, maxBodyBytes))
+    .onBeforeHandle(({ request }) => gate(request))
     .get(ROUTES.clock, state)
     .post(ROUTES.clock, ({ body }) => json(200, JSON.stringify(clockChange(clock, body as Record<string, unknown> | string))), {
       parse: "spec",

@@ -18,7 +18,14 @@
  *   GET    /emulator/v1/status            hanging requests, config reload counters
  *   GET    /emulator/v1/clock             the virtual clock; POST {"advance":"58m"} or {"set":"<RFC 3339>"}; DELETE resets
  *   GET    /emulator/v1/faults            fault-injection rules; POST adds one; DELETE …/<id> or all (control-testing.ts)
- * Every route needs `Metadata-Flavor: Google` and refuses `X-Forwarded-For`, like the metadata paths.
+ * Every route needs `Metadata-Flavor: Google` and refuses `X-Forwarded-For` and `Forwarded`, like the metadata paths;
+ * with a token (`-controlTokenFile`), also `Authorization: Bearer <token>` (401 otherwise). Bodies are capped
+ * (`-maxControlBodyBytes`, 413 beyond). While real credentials mint the tokens, changes that create or rename a
+ * service account, or give one a scope it did not have, are refused (403): such an account would get tokens from
+ * the operator's credentials.
+ *
+ * The checks run twice: in `controlGate`, before the app routes (and parses) a request, and in the routes'
+ * `onBeforeHandle`, on whatever path spelling Elysia matched.
  */
 import { Elysia, t } from "elysia";
 import type { ChangeHub } from "../changes/hub.ts";
@@ -40,9 +47,10 @@ import { BASE_HEADERS, JSON_TYPE, TEXT } from "../metadata/snapshot.ts";
 import type { Tree } from "../metadata/tree.ts";
 import { deleteAt, mergeAt, setAt } from "../metadata/edit.ts";
 import type { FaultRules } from "./faults.ts";
-import { forwarded, missingFlavor } from "./pages.ts";
+import { readCapped, TooLarge } from "./body.ts";
+import { type ControlOptions, controlGate } from "./control-gate.ts";
+import { accountChange } from "../metadata/accounts.ts";
 import { ROUTES } from "./routes.ts";
-import { pathAndQuery, splitUrl } from "../metadata/path.ts";
 
 /** What the control API drives; MetadataServer is one. */
 export interface ControlTarget {
@@ -51,6 +59,17 @@ export interface ControlTarget {
   readonly changes: ChangeHub;
   readonly clock: Clock;
   readonly faults: FaultRules;
+  /** Why account changes are refused now (real credentials), or undefined when they are allowed. */
+  accountChangesRefused(): string | undefined;
+}
+
+/** A body read under the cap; over it, the 413 is thrown for the app's onError. */
+async function cappedText(request: Request, limit: number): Promise<string> {
+  const text = await readCapped(request, limit);
+  if (text instanceof TooLarge) {
+    throw new RequestError(413, "TOO_LARGE", `the request body is over the control API's limit of ${limit} bytes (-maxControlBodyBytes)`);
+  }
+  return text;
 }
 
 const HTML = "text/html; charset=UTF-8";
@@ -94,18 +113,19 @@ function pathParam(raw: string | undefined): string {
 }
 
 /** A JSON body, numbers kept exactly (ids beyond 2^53); a syntax error names the line and column. */
-async function exactJson(request: Request): Promise<JsonValue> {
-  const text = await request.text();
+async function exactJson(request: Request, limit: number): Promise<JsonValue> {
+  const text = await cappedText(request, limit);
   try {
     return parseJson(text);
   } catch (e) {
+    if (e instanceof ConfigError) throw new ConfigError(e.code, `request body: ${e.message}`, { cause: e });
     throw new ConfigError("CONFIG_SYNTAX", `request body: invalid JSON at ${(e as Error).message}`, { cause: e });
   }
 }
 
 /** A body that is a JSON object, or the matching flag's `key=value,…` text (lifecycle events, faults). */
-export async function specBody(request: Request): Promise<Record<string, unknown> | string> {
-  const text = (await request.text()).trim();
+export async function specBody(request: Request, limit: number): Promise<Record<string, unknown> | string> {
+  const text = (await cappedText(request, limit)).trim();
   if (!text.startsWith("{")) return text;
   let body: unknown;
   try {
@@ -130,14 +150,6 @@ const PreemptionBody = t.Union([
   t.Object({ in: t.Optional(When), at: t.Optional(t.String()), grace: t.Optional(When) }, { additionalProperties: false }),
 ]);
 
-/** Admission, as for metadata paths: every control route runs it first. */
-export function admit(request: Request): Response | undefined {
-  const h = request.headers;
-  if (h.get("x-forwarded-for") !== null) return forwarded(pathAndQuery(splitUrl(request.url)));
-  if (h.get("metadata-flavor") !== "Google") return missingFlavor(pathAndQuery(splitUrl(request.url)));
-  return undefined;
-}
-
 /** A route that answers 405 naming the methods it takes. */
 export const methods =
   (allowed: string) =>
@@ -145,13 +157,36 @@ export const methods =
     throw new RequestError(405, "METHOD", `${request.method} is not supported here: use ${allowed}`);
   };
 
-export function controlRoutes(target: ControlTarget, log: Logger) {
+export function controlRoutes(options: ControlOptions, log: Logger) {
+  const { target, maxBodyBytes } = options;
   const { store, lifecycle } = target;
+  const gate = controlGate({ ...options, maxBodyBytes: Number.POSITIVE_INFINITY });
+
+  /** Refuse a change that creates, renames or widens an account while real credentials mint the tokens. */
+  function checkAccounts(previous: Tree, next: Tree): void {
+    const why = target.accountChangesRefused();
+    if (why === undefined) return;
+    const change = accountChange(previous, next);
+    if (change) {
+      throw new RequestError(
+        403,
+        "ACCOUNT_CHANGE_REFUSED",
+        `refused: ${change}, and ${why}; change the config file instead (the file is the operator's)`,
+      );
+    }
+  }
+  /** Every edit of the tree from this API, checked for account changes. */
+  const edit = (change: (t: Tree) => Tree) =>
+    store.editTree((t) => {
+      const next = change(t);
+      if (next !== t) checkAccounts(t, next);
+      return next;
+    });
 
   /** Apply a change the reference's way: its fixed answers for its errors. */
   function reference(change: (t: Tree) => Tree): Response {
     try {
-      store.editTree(change);
+      edit(change);
       return UPDATE_OK();
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
@@ -171,15 +206,16 @@ export function controlRoutes(target: ControlTarget, log: Logger) {
 
   return (
     new Elysia({ name: "control-api" })
-      .parser("exactJson", ({ request }) => exactJson(request))
-      .parser("lifecycle", ({ request }) => specBody(request))
-      .onBeforeHandle(({ request }) => admit(request))
+      .parser("exactJson", ({ request }) => exactJson(request, maxBodyBytes))
+      .parser("lifecycle", ({ request }) => specBody(request, maxBodyBytes))
+      // Admission, as for metadata paths, and the token.
+      .onBeforeHandle(({ request }) => gate(request))
       // Google's reference emulator's routes: the body is URL-encoded text.
       .post(
         ROUTES.update,
         async ({ params, request }) => {
           const path = pathParam(params["*"]);
-          const body = unquotePlus(await request.text());
+          const body = unquotePlus(await cappedText(request, maxBodyBytes));
           if (!body) return NO_CONTENT();
           return reference((t) => (path === "" ? referenceReplaceAll(t, body) : referenceSet(t, path, body)));
         },
@@ -197,7 +233,7 @@ export function controlRoutes(target: ControlTarget, log: Logger) {
         ROUTES.metadata,
         ({ params, body }) => {
           const path = pathParam(params["*"]);
-          store.editTree((t) => setAt(t, path, body as JsonValue));
+          edit((t) => setAt(t, path, body as JsonValue));
           return current(path);
         },
         { parse: "exactJson" },
@@ -206,14 +242,14 @@ export function controlRoutes(target: ControlTarget, log: Logger) {
         ROUTES.metadata,
         ({ params, body }) => {
           const path = pathParam(params["*"]);
-          store.editTree((t) => mergeAt(t, path, body as JsonValue));
+          edit((t) => mergeAt(t, path, body as JsonValue));
           return store.getJson(path) === undefined ? noContent() : current(path);
         },
         { parse: "exactJson" },
       )
       .delete(ROUTES.metadata, ({ params }) => {
         const path = pathParam(params["*"]);
-        store.editTree((t) => deleteAt(t, path));
+        edit((t) => deleteAt(t, path));
         return noContent();
       })
       .all(ROUTES.metadata, methods("GET, PUT, PATCH or DELETE"))
@@ -222,7 +258,7 @@ export function controlRoutes(target: ControlTarget, log: Logger) {
       .put(
         ROUTES.config,
         ({ body }) => {
-          store.replaceClaims(body);
+          store.replaceClaims(body, checkAccounts);
           return json(200, store.configDocument());
         },
         { parse: "exactJson", body: t.Object({}, { additionalProperties: true }) },

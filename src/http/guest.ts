@@ -1,27 +1,43 @@
 /**
  * Guest-attribute writes: `PUT` and `DELETE` on `/computeMetadata/v1/instance/guest-attributes/<namespace>/<key>`,
  * the only writes the metadata server takes. The value is the request body; both answer 200 with an empty body.
- * Every write is a snapshot swap, so waiters on guest attributes wake like on any other node. Reads need nothing
- * here: guest attributes are ordinary nodes of the snapshot.
+ * Every write is a snapshot swap, so waiters on guest attributes wake like on any other node; the new snapshot
+ * compiles only the written key's namespace (metadata/snapshot.ts, `withChange`). Reads need nothing here: guest
+ * attributes are ordinary nodes of the snapshot.
+ *
+ * Any process on the VM may write, so writes are bounded (metadata/guest.ts): a value over its cap is 413 before
+ * the body is read, and the key, namespace and total limits are checked against the tree being served.
  */
 import { BASE_HEADERS, GUEST_ATTRIBUTES, TEXT, type Snapshot } from "../metadata/snapshot.ts";
 import type { Tree } from "../metadata/tree.ts";
-import { deleteGuestAttribute, GUEST_NAME, putGuestAttribute } from "../metadata/guest.ts";
-import { badRequest, guestAttributesDisabled, methodNotAllowed } from "./pages.ts";
+import {
+  checkGuestWrite,
+  DEFAULT_GUEST_LIMITS,
+  deleteGuestAttribute,
+  GUEST,
+  GUEST_NAME,
+  type GuestAttributeLimits,
+  putGuestAttribute,
+} from "../metadata/guest.ts";
+import { badRequest, guestAttributesDisabled, methodNotAllowed, plain } from "./pages.ts";
 import type { Handled } from "./handler.ts";
 import { normalisePath } from "../metadata/path.ts";
+import { readCapped, TooLarge } from "./body.ts";
 
 export interface GuestAttributeStore {
   readonly current: Snapshot;
-  /** Apply a platform edit and swap in the new snapshot (no swap when the tree is returned unchanged). */
-  editTree(fn: (tree: Tree) => Tree): void;
+  /** Apply a platform edit confined to the subtree at `segs` and swap in the new snapshot (none when unchanged). */
+  editAt(segs: readonly string[], fn: (tree: Tree) => Tree): void;
 }
 
 const OK_INIT: ResponseInit = { headers: { ...BASE_HEADERS, "Content-Type": TEXT } };
 const BASE = GUEST_ATTRIBUTES.slice(0, -1);
 
 /** The `writes` hook of the request guard; undefined (405) for paths that are not guest-attribute keys. */
-export function createGuestWrites(store: GuestAttributeStore): (req: Request, rawPath: string) => Handled {
+export function createGuestWrites(
+  store: GuestAttributeStore,
+  limits: GuestAttributeLimits = DEFAULT_GUEST_LIMITS,
+): (req: Request, rawPath: string) => Handled {
   return (req, rawPath) => {
     // Escapes the server refuses in paths stay as they are, and fail the name check below.
     const path = normalisePath(rawPath) ?? rawPath;
@@ -39,14 +55,21 @@ export function createGuestWrites(store: GuestAttributeStore): (req: Request, ra
       if (!GUEST_NAME.test(name))
         return badRequest(`invalid guest attribute ${what} ${JSON.stringify(name)}: use letters, digits, '_' and '-'`);
     }
+    const segs = [...GUEST, ns, key];
     if (method === "DELETE") {
-      store.editTree((t) => deleteGuestAttribute(t, ns, key));
+      store.editAt(segs, (t) => deleteGuestAttribute(t, ns, key));
       return new Response("", OK_INIT);
     }
-    return req.text().then((value) => {
+    return readCapped(req, limits.maxValueBytes).then((value) => {
+      if (value instanceof TooLarge) {
+        const size = value.declared !== undefined ? `${value.declared} bytes` : "larger than that";
+        return plain(413, `the value is ${size}, over the limit of ${value.limit} bytes per guest attribute (-maxGuestValueBytes)\n`);
+      }
       // The feature may have been switched off while the body arrived.
       if (!store.current.guestAttributes) return guestAttributesDisabled();
-      store.editTree((t) => putGuestAttribute(t, ns, key, value));
+      const refused = checkGuestWrite(store.current.tree, ns, key, Buffer.byteLength(value), limits);
+      if (refused) return plain(refused.status, `${refused.message}\n`);
+      store.editAt(segs, (t) => putGuestAttribute(t, ns, key, value));
       return new Response("", OK_INIT);
     });
   };

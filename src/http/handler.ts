@@ -1,5 +1,5 @@
 /**
- * The metadata request path: admission rules (X-Forwarded-For, Metadata-Flavor, method), one snapshot lookup,
+ * The metadata request path: admission rules (X-Forwarded-For and Forwarded, Metadata-Flavor, method), one snapshot lookup,
  * query parameters, and the cached bytes of the chosen representation. Token and identity requests go to the
  * token cache. Requests outside the metadata tree return undefined and fall through to the app's other routes.
  */
@@ -16,8 +16,19 @@ import {
 import { scopeNotHeld } from "../credentials/scopes.ts";
 import { CachedToken, MAX_AUDIENCE_LENGTH, type TokenCache } from "../credentials/token-cache.ts";
 import { UpstreamError } from "../errors.ts";
-import { badRequest, forwarded, guestAttributesDisabled, methodNotAllowed, missingFlavor, notFound, plain, redirect } from "./pages.ts";
-import { callerDenied } from "./pages.ts";
+import {
+  badRequest,
+  callerDenied,
+  forwarded,
+  guestAttributesDisabled,
+  methodNotAllowed,
+  missingFlavor,
+  notFound,
+  plain,
+  proxyHeader,
+  redirect,
+  safeHost,
+} from "./pages.ts";
 import { flag, parseQuery, type Params } from "./query.ts";
 import { normalisePath, pathAndQuery, splitUrl } from "../metadata/path.ts";
 import { redact, type Logger } from "../log.ts";
@@ -56,6 +67,8 @@ export interface ServingState {
   now?: () => number;
   /** Fault injection (faults.ts): set only while rules exist, so without rules it costs one field check. */
   faults?: FaultHook | undefined;
+  /** The listener's own `host:port`: redirects use it when a request's Host is not a well-formed host[:port]. */
+  host?: string;
 }
 
 /**
@@ -230,7 +243,8 @@ export function createMetadataHandler(state: ServingState): MetadataHandler {
     const { path, query } = u;
     const headers = req.headers;
 
-    if (headers.get("x-forwarded-for") !== null) return forwarded(pathAndQuery(u));
+    const proxy = proxyHeader(headers);
+    if (proxy !== undefined) return forwarded(pathAndQuery(u), proxy);
 
     // -callers: the caller's own view of the tree; without it, one field check and the one snapshot.
     const view = state.callers === undefined ? state : state.callers.select(req, server);
@@ -268,7 +282,7 @@ export function createMetadataHandler(state: ServingState): MetadataHandler {
       if (entry === undefined) return absent(snapshot, normal ?? path, pathAndQuery(u));
     }
     if (entry instanceof Redirect) {
-      return redirect(entry.target, query, headers.get("host") || DEFAULT_HOST, state.scheme);
+      return redirect(entry.target, query, safeHost(headers.get("host"), state.host ?? DEFAULT_HOST), state.scheme);
     }
     const node = entry;
     if (node.kind === "leaf" || node.kind === "dir") {

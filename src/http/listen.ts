@@ -9,7 +9,7 @@
  */
 import type { KeyObject, X509Certificate } from "node:crypto";
 import type { Server } from "bun";
-import { ListenError } from "../errors.ts";
+import { ListenError, UsageError } from "../errors.ts";
 
 /**
  * Node's crypto, fs and net, loaded on first use: only TLS and unix-socket listeners need them, and importing them
@@ -35,7 +35,25 @@ export interface TlsMaterial {
   ca: string;
   cert: string;
   key: string;
+  /** The client CA is one of this repository's test CAs (certs/), whose private keys are public. */
+  testCa?: boolean;
 }
+
+/**
+ * TLS 1.2 suites offered: forward-secret AEAD only (Mozilla's "intermediate" list), so no static-RSA key exchange
+ * and no CBC with SHA-1. TLS 1.3 suites are all AEAD and unaffected; TLS 1.0 and 1.1 are refused.
+ */
+export const TLS12_CIPHERS = [
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+
+/** The subjects of the test CAs in certs/ say what they are; a CA file with one is a test CA whatever its path. */
+const TEST_CA_SUBJECT = /gce-metadata-server tests \(FAKE\)/;
 
 /**
  * Socket file mode: owner and group may connect (connecting needs write permission on the socket), others not.
@@ -85,7 +103,7 @@ export async function loadTls(files: TlsFiles): Promise<TlsMaterial> {
     readPem(files.serverCert, "server certificate (-serverCert)"),
     readPem(files.serverKey, "server key (-serverKey)"),
   ]);
-  certificates(ca, files.rootCA, "client CA certificate (-rootCAmTLS)");
+  const cas = certificates(ca, files.rootCA, "client CA certificate (-rootCAmTLS)");
   const leaf = certificates(cert, files.serverCert, "server certificate (-serverCert)")[0]!;
   let privateKey: KeyObject;
   try {
@@ -103,7 +121,7 @@ export async function loadTls(files: TlsFiles): Promise<TlsMaterial> {
       `the server key ${files.serverKey} does not belong to the server certificate ${files.serverCert} (${leaf.subject.replace(/\n/g, ", ")}); pass the key the certificate was issued for`,
     );
   }
-  return { ca, cert, key };
+  return { ca, cert, key, testCa: cas.some((c) => TEST_CA_SUBJECT.test(c.subject)) };
 }
 
 /** Resolves true when something accepts connections on the socket, false when the file is a dead socket. */
@@ -190,7 +208,26 @@ export interface ListenTarget {
   port: number;
   domainSocket?: string;
   domainSocketMode?: number;
-  tls?: TlsFiles;
+  /** Files already read and checked by loadTls. */
+  tls?: TlsMaterial;
+  /** Bun's own bound on request bodies: above every route's cap, so the routes answer 413 themselves. */
+  maxRequestBodySize?: number;
+}
+
+/** `host:port`, `[v6]:port` or `unix:/path`, as `-controlListen` takes them; a UsageError names what is wrong. */
+export function parseListenAddress(text: string, flag: string): { hostname: string; port: number } | { unix: string } {
+  if (text.startsWith("unix:")) {
+    const path = text.slice(5);
+    if (!path) throw new UsageError("USAGE", `${flag} ${JSON.stringify(text)}: give the socket's path after unix:`);
+    return { unix: path };
+  }
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) {
+    throw new UsageError("USAGE", `${flag} ${JSON.stringify(text)}: use host:port (127.0.0.1:8081, [::1]:8081) or unix:/path/to.sock`);
+  }
+  const host = m[1]!;
+  return { hostname: host.startsWith("[") ? host.slice(1, -1) : host, port };
 }
 
 type Fetch = (req: Request, server: Server<unknown>) => Response | Promise<Response>;
@@ -204,16 +241,34 @@ export async function listen(fetch: Fetch, options: ListenTarget): Promise<Serve
   if (domainSocket) {
     await prepareSocket(domainSocket);
     return bindSocket(domainSocket, options.domainSocketMode ?? DEFAULT_SOCKET_MODE, () =>
-      Bun.serve({ unix: domainSocket, development: false, fetch }),
+      Bun.serve({
+        unix: domainSocket,
+        development: false,
+        ...(options.maxRequestBodySize ? { maxRequestBodySize: options.maxRequestBodySize } : {}),
+        fetch,
+      }),
     );
   }
-  const tls = options.tls ? await loadTls(options.tls) : undefined;
+  const tls = options.tls;
   return Bun.serve({
     hostname: options.hostname,
     port: options.port,
     reusePort: false,
     development: false,
-    ...(tls ? { tls: { ...tls, requestCert: true, rejectUnauthorized: true } } : {}),
+    ...(options.maxRequestBodySize ? { maxRequestBodySize: options.maxRequestBodySize } : {}),
+    ...(tls
+      ? {
+          tls: {
+            ca: tls.ca,
+            cert: tls.cert,
+            key: tls.key,
+            requestCert: true,
+            rejectUnauthorized: true,
+            ciphers: TLS12_CIPHERS,
+            secureOptions: nodeCrypto().constants.SSL_OP_NO_TLSv1 | nodeCrypto().constants.SSL_OP_NO_TLSv1_1,
+          },
+        }
+      : {}),
     fetch,
   });
 }

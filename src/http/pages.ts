@@ -59,16 +59,47 @@ export function missingFlavor(pathAndQuery: string): Response {
   );
 }
 
-/** 403 for a request carrying X-Forwarded-For (the server refuses proxied requests, against SSRF). */
-export function forwarded(pathAndQuery: string): Response {
+/**
+ * 403 for a request carrying X-Forwarded-For, or the standard `Forwarded` (RFC 7239): the server refuses proxied
+ * requests, against SSRF (spec §2.4 documents X-Forwarded-For; a proxy that speaks RFC 7239 sends `Forwarded`).
+ */
+export function forwarded(pathAndQuery: string, header = "X-Forwarded-For"): Response {
   return new Response(
     googleErrorPage(
       403,
-      `Your client does not have permission to get URL <code>${escapeHtml(pathAndQuery)}</code> from this server. Requests with an X-Forwarded-For header are not accepted. `,
+      `Your client does not have permission to get URL <code>${escapeHtml(pathAndQuery)}</code> from this server. Requests with ${header === "Forwarded" ? "a" : "an"} ${header} header are not accepted. `,
     ),
     INIT_403,
   );
 }
+
+/** The proxy header a request carries (`X-Forwarded-For` or `Forwarded`), or undefined. */
+export function proxyHeader(headers: Headers): string | undefined {
+  if (headers.get("x-forwarded-for") !== null) return "X-Forwarded-For";
+  if (headers.get("forwarded") !== null) return "Forwarded";
+  return undefined;
+}
+
+const JSON_INIT_HEADERS = { ...BASE_HEADERS, "Content-Type": "application/json" } as const;
+
+/** `{"error":{"code","message"}}` with a status: how the control API reports what it refused. */
+export function errorAnswer(status: number, code: string, message: string, extra?: Record<string, string>): Response {
+  return new Response(JSON.stringify({ error: { code, message } }), { status, headers: { ...JSON_INIT_HEADERS, ...extra } });
+}
+
+/**
+ * `Host` as a client sent it, when it is a well-formed `host[:port]` (a name, an IPv4 address or a bracketed IPv6
+ * address); else `fallback` (the listener's own address). Reflected into redirects and the discovery document, so
+ * `127.0.0.1:8080@evil.example` or a path never gets there.
+ */
+export function safeHost(host: string | null, fallback: string): string {
+  if (host === null || host.length > 261) return fallback;
+  const m = HOST.exec(host);
+  if (!m || (m[1] !== undefined && Number(m[1]) > 65535)) return fallback;
+  return host;
+}
+
+const HOST = /^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*)|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?$/;
 
 export function methodNotAllowed(method: string, path: string, allow: string): Response {
   return new Response(
@@ -97,6 +128,14 @@ export function guestAttributesDisabled(): Response {
   return plain(403, "Guest attributes endpoint access is disabled.");
 }
 
+/**
+ * Characters a header value cannot carry as they are (controls, space, DEL and everything past ASCII), percent-
+ * encoded as UTF-8 (a lone surrogate as U+FFFD), so any query a client sent fits into `Location`.
+ */
+function headerSafe(s: string): string {
+  return /[^\x21-\x7e]/.test(s) ? s.replace(/[^\x21-\x7e]/gu, (c) => encodeURIComponent(c.isWellFormed() ? c : "\ufffd")) : s;
+}
+
 /** 301 to the directory's slashed path; `Location` absolute from the request's Host, query kept after the slash. */
 export function redirect(target: string, query: string, host: string, scheme: string): Response {
   return new Response(`${target}\n`, {
@@ -104,7 +143,7 @@ export function redirect(target: string, query: string, host: string, scheme: st
     headers: {
       ...BASE_HEADERS,
       "Content-Type": "text/html",
-      Location: `${scheme}://${host}${target}${query ? `?${query}` : ""}`,
+      Location: headerSafe(`${scheme}://${host}${target}${query ? `?${query}` : ""}`),
     },
   });
 }

@@ -131,7 +131,7 @@ export function updateAt(tree: Tree, segs: readonly string[], fn: (t: Target) =>
         if (!old) throw new EditError("EDIT_NOT_FOUND", `${display(here)}: no such node`);
         replacement = { ...old, node: go(old.node, cs.schema, i + 1) };
       }
-      const entries = [...t.entries];
+      const entries = t.entries.slice();
       if (idx >= 0 && replacement) entries[idx] = replacement;
       else if (idx >= 0) entries.splice(idx, 1);
       else if (replacement) entries.push(replacement);
@@ -139,7 +139,7 @@ export function updateAt(tree: Tree, segs: readonly string[], fn: (t: Target) =>
     }
     if (t.k === "list" && cs) {
       const n = Number(name);
-      const items = [...t.items];
+      const items = t.items.slice();
       if (last) {
         if (n > items.length) {
           throw new EditError(

@@ -57,7 +57,8 @@ function renderDoc(v: JsonValue, indent: number | undefined, snakeKeys: boolean 
     if (x instanceof JsonNumber) return x;
     if (Array.isArray(x)) return x.map(convert);
     if (isJsonObject(x)) {
-      const out: Record<string, unknown> = {};
+      // Null prototype: a `__proto__` key in the document stays data, as every other key.
+      const out: Record<string, unknown> = Object.create(null);
       for (const key of Object.keys(x).sort()) out[snakeKeys ? snake(key) : key] = convert(x[key]!);
       return out;
     }
@@ -122,7 +123,8 @@ export function buildTree(v: JsonValue, schema: Schema, at: string): Tree {
         if (child === null) continue;
         const childAt = jsonPath(at, key);
         // Go's encoding/json matches struct keys case-insensitively, so Go-emulator configs may say "TargetState".
-        const jsonKey = key in schema.keys ? key : known.find((k) => k.toLowerCase() === key.toLowerCase());
+        // Own keys only: `constructor` or `__proto__` in the config are user keys, not the schema's inherited ones.
+        const jsonKey = Object.hasOwn(schema.keys, key) ? key : known.find((k) => k.toLowerCase() === key.toLowerCase());
         if (jsonKey === undefined) {
           checkName(key, childAt);
           entries.push({ name: key, jsonKey: key, node: buildTree(child, { t: "any" }, childAt) });

@@ -20,7 +20,7 @@ test("flags: defaults and values", () => {
   const d = parseFlags([]);
   expect(d.watchConfig).toBe(true);
   expect(d.controlAPI).toBe(false);
-  expect(d.maxWaiters).toBe(0);
+  expect(d.maxWaiters).toBe(-1);
   const f = parseFlags([
     "-controlAPI",
     "-watchConfig=false",

@@ -1,4 +1,5 @@
 /** wait_for_change: every rule of spec §5.3, through real HTTP against a started server. */
+import { defaultMaxWaiters, openFileLimit } from "../../src/changes/limit.ts";
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { MetaNode } from "../../src/metadata/snapshot.ts";
 import { read, settlesWithin, start, until, V1, type Started } from "./helpers.ts";
@@ -210,7 +211,7 @@ describe("timeouts, deletion, disconnects, stop", () => {
     expect(JSON.parse(answers[0]!.body).name).toBe("vm-1");
   });
 
-  test("maxWaiters caps hanging requests with 503 (off by default)", async () => {
+  test("maxWaiters caps hanging requests with 503 (by default half the open-file limit)", async () => {
     const capped = await start({ maxWaiters: 2 });
     try {
       const a = capped.get(`${ZONE}?wait_for_change=true`);
@@ -224,7 +225,11 @@ describe("timeouts, deletion, disconnects, stop", () => {
     } finally {
       await capped.server.stop();
     }
-    expect(s.server.changes.maxWaiters).toBe(0);
+    expect(s.server.changes.maxWaiters).toBe(defaultMaxWaiters(openFileLimit()));
+    expect(s.server.changes.maxWaiters).toBeGreaterThan(0);
+    const unlimited = await start({ maxWaiters: 0 });
+    expect(unlimited.server.changes.maxWaiters).toBe(0);
+    await unlimited.server.stop();
   });
 
   test("a wait longer than Bun's default 10 s idle timeout is held to its end", async () => {
