@@ -10,6 +10,7 @@ import { commandFor } from "./cli/commands.ts";
 import { type Flags, parseFlags, usage } from "./cli/flags.ts";
 import { MetadataError, UsageError } from "./errors.ts";
 import { BUILD_DATE, COMMIT, VERSION } from "./version.ts";
+import { printErr, printOut } from "./cli/print.ts";
 
 const LISTEN_ERRORS = new Set(["EADDRINUSE", "EACCES", "EADDRNOTAVAIL"]);
 
@@ -21,17 +22,17 @@ export async function main(argv: string[], env: Record<string, string | undefine
     flags = parseFlags(argv);
   } catch (e) {
     if (e instanceof UsageError) {
-      process.stderr.write(`${e.message}\n${usage()}`);
+      printErr(`${e.message}\n${usage()}`);
       return 2;
     }
     throw e;
   }
   if (flags.help) {
-    process.stderr.write(usage());
+    printErr(usage());
     return 0;
   }
   if (flags.version) {
-    process.stdout.write(`Version: ${VERSION}\nDate: ${BUILD_DATE}\nCommit: ${COMMIT}\n`);
+    printOut(`Version: ${VERSION}\nDate: ${BUILD_DATE}\nCommit: ${COMMIT}\n`);
     return 0;
   }
 
@@ -68,7 +69,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     }
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    process.stderr.write(`${e.message}\n`);
+    printErr(`${e.message}\n`);
     return 2;
   }
 
@@ -124,7 +125,7 @@ if (import.meta.main) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (e) => {
-      process.stderr.write(`fatal: ${(e as Error).stack ?? e}\n`);
+      printErr(`fatal: ${(e as Error).stack ?? e}\n`);
       process.exit(70);
     },
   );

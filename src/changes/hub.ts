@@ -75,7 +75,8 @@ export class ChangeHub implements WaitService {
   private readonly buckets = new Map<string, Bucket>();
   private count = 0;
   private closed = false;
-  readonly maxWaiters: number;
+  /** Most requests that may hang at once; 0 means no limit. */
+  maxWaiters: number;
 
   constructor(options: ChangeHubOptions = {}) {
     this.maxWaiters = options.maxWaiters ?? 0;

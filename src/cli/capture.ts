@@ -9,6 +9,7 @@ import { ConfigError, MetadataError } from "../errors.ts";
 import { isJsonObject, type JsonObject, stringifyIndented } from "../json.ts";
 import { DEFAULT_METADATA_HOST, metadataBaseUrl } from "../metadata/client.ts";
 import { type FlagSpec, parseCommandFlags } from "./flags.ts";
+import { printErr, printOut } from "./print.ts";
 
 const FLAGS = {
   source: {
@@ -64,7 +65,7 @@ function withoutTokens(v1: JsonObject): void {
 export async function main(argv: string[], env: Record<string, string | undefined>): Promise<number> {
   const flags = parseCommandFlags(argv, FLAGS, PROGRAM);
   if (typeof flags === "number") return flags;
-  const say = (line: string) => process.stderr.write(`${line}\n`);
+  const say = (line: string) => printErr(`${line}\n`);
   const redact = flags.redact
     .split(",")
     .map((k) => k.trim())
@@ -101,7 +102,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
       writeFileSync(flags.o, text, { mode: 0o600 });
       chmodSync(flags.o, 0o600); // an existing file keeps its mode otherwise
     } else {
-      process.stdout.write(text);
+      printOut(text);
     }
     const where = flags.o || "standard output";
     const kept = (["instance", "project"] as const)

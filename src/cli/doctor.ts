@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { readEnvironment } from "../environment.ts";
 import { DEFAULT_METADATA_HOST, firstLine, type MetadataAnswer, metadataBaseUrl, metadataGet } from "../metadata/client.ts";
 import { type FlagSpec, parseCommandFlags } from "./flags.ts";
+import { printOut } from "./print.ts";
 
 const FLAGS = {} as const satisfies Record<string, FlagSpec>;
 const PROGRAM = "gce_metadata_server doctor";
@@ -337,6 +338,6 @@ export async function main(argv: string[], env: Record<string, string | undefine
   const flags = parseCommandFlags(argv, FLAGS, PROGRAM);
   if (typeof flags === "number") return flags;
   const findings = await diagnose(env);
-  process.stdout.write(`${findings.map(formatFinding).join("\n")}\n`);
+  printOut(`${findings.map(formatFinding).join("\n")}\n`);
   return findings.some((f) => f.level === "PROBLEM") ? 1 : 0;
 }

@@ -8,6 +8,7 @@
 import { UsageError } from "../errors.ts";
 import { metadataBaseUrl } from "../metadata/client.ts";
 import { type FlagSpec, parseCommandFlags } from "./flags.ts";
+import { printErr, printOut } from "./print.ts";
 
 const FLAGS = {
   shell: { kind: "string", default: "sh", help: "syntax of the lines: sh (bash, zsh, …), fish, powershell or cmd" },
@@ -68,16 +69,16 @@ export async function main(argv: string[], _env: Record<string, string | undefin
   const flags = parseCommandFlags(argv, FLAGS, PROGRAM);
   if (typeof flags === "number") return flags;
   if (!Object.hasOwn(SYNTAX, flags.shell)) {
-    process.stderr.write(`invalid -shell ${JSON.stringify(flags.shell)}: use sh, fish, powershell or cmd\n`);
+    printErr(`invalid -shell ${JSON.stringify(flags.shell)}: use sh, fish, powershell or cmd\n`);
     return 2;
   }
   let host: string;
   try {
     host = metadataHostOf(flags.url);
   } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n`);
+    printErr(`${(e as Error).message}\n`);
     return 2;
   }
-  process.stdout.write(`${envLines(flags.shell as Shell, host).join("\n")}\n`);
+  printOut(`${envLines(flags.shell as Shell, host).join("\n")}\n`);
   return 0;
 }

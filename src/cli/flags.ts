@@ -3,6 +3,7 @@
  * emulator's names and defaults, plus glog's flags that its documentation uses everywhere.
  */
 import { UsageError } from "../errors.ts";
+import { printErr } from "./print.ts";
 
 /** `strings` is a repeatable string flag: every occurrence is kept, in order. */
 type Kind = "string" | "bool" | "int" | "strings";
@@ -310,11 +311,11 @@ export function parseCommandFlags<T extends Record<string, FlagSpec>>(
     flags = parseGoFlags(argv, table);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    process.stderr.write(`${e.message}\n${usage(program, table)}`);
+    printErr(`${e.message}\n${usage(program, table)}`);
     return 2;
   }
   if (flags.help) {
-    process.stderr.write(usage(program, table));
+    printErr(usage(program, table));
     return 0;
   }
   return flags;

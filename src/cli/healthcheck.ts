@@ -3,6 +3,7 @@
  * within 2 s, else 1. The image declares it as its HEALTHCHECK: distroless has no shell or curl to probe with.
  */
 import { UsageError } from "../errors.ts";
+import { printErr, printOut } from "./print.ts";
 
 const PROBE_PATH = "/computeMetadata/v1/project/project-id";
 const TIMEOUT_MS = 2000;
@@ -75,18 +76,18 @@ export async function main(argv: string[], _env: Record<string, string | undefin
     flags = parseHealthFlags(argv);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    process.stderr.write(`${e.message}\n${USAGE}`);
+    printErr(`${e.message}\n${USAGE}`);
     return 2;
   }
   if (flags.help) {
-    process.stderr.write(USAGE);
+    printErr(USAGE);
     return 0;
   }
   const failure = await probe(flags.url);
   if (failure) {
-    process.stderr.write(`unhealthy: ${failure}\n`);
+    printErr(`unhealthy: ${failure}\n`);
     return 1;
   }
-  process.stdout.write("healthy\n");
+  printOut("healthy\n");
   return 0;
 }
