@@ -83,6 +83,26 @@ describe("a bearer token", () => {
     }
   });
 
+  test("the test superpowers (clock, faults) are control routes: held to the token too", async () => {
+    s = await start({ controlApi: true, controlToken: "s3cret-token" });
+    const auth = { ...FLAVOR, Authorization: "Bearer s3cret-token" };
+    for (const [method, path, body] of [
+      ["GET", "/emulator/v1/clock", undefined],
+      ["POST", "/emulator/v1/clock", '{"advance":"58m"}'],
+      ["GET", "/emulator/v1/faults", undefined],
+      ["POST", "/emulator/v1/faults", '{"path":"*","status":503}'],
+    ] as const) {
+      const refused = await fetch(s.url + path, { method, headers: FLAVOR, ...(body ? { body } : {}) });
+      expect(`${method} ${path} ${refused.status}`).toBe(`${method} ${path} 401`);
+    }
+    // Nothing the refused requests asked for happened.
+    expect(((await (await fetch(`${s.url}/emulator/v1/clock`, { headers: auth })).json()) as { offsetSeconds: number }).offsetSeconds).toBe(
+      0,
+    );
+    expect(((await (await fetch(`${s.url}/emulator/v1/faults`, { headers: auth })).json()) as { rules: unknown[] }).rules).toEqual([]);
+    expect((await s.get(`${V1}project/project-id`)).status).toBe(200);
+  });
+
   test("path spellings Elysia may route the same way are held to the token too", async () => {
     s = await start({ controlApi: true, controlToken: "s3cret-token" });
     for (const path of ["/%65mulator/v1/status", "/emulator/v1//status", "/emulator%2Fv1/status", "/emulator/v1/status/"]) {
