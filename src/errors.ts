@@ -189,3 +189,12 @@ export class RequestError extends MetadataError<RequestErrorCode> {
     super(code, message, options);
   }
 }
+
+/** Why a file could not be read, in a few words for a message: "no such file", "permission denied", … */
+export function unreadableReason(e: unknown): string {
+  const code = (e as { code?: string }).code;
+  if (code === "ENOENT") return "no such file";
+  if (code === "EACCES") return "permission denied";
+  if (code === "EISDIR") return "it is a directory";
+  return code ?? (e instanceof Error ? e.message : String(e));
+}

@@ -26,7 +26,7 @@ import type { CredentialSource } from "./credentials/source.ts";
 import { overlayStatic, type StaticTokens } from "./credentials/static.ts";
 import { DEFAULT_UPSTREAM_TIMEOUT_MS, TokenCache, type TokenCacheEvents } from "./credentials/token-cache.ts";
 import { type Environment, readEnvironment } from "./environment.ts";
-import { ConfigError, CredentialError, ListenError, UpstreamError, UsageError } from "./errors.ts";
+import { ConfigError, CredentialError, ListenError, UpstreamError, UsageError, unreadableReason } from "./errors.ts";
 import { Lifecycle, type LifecycleEvent, type MaintenanceSpec, type PreemptionSpec } from "./events/lifecycle.ts";
 import { createControlFetch, createFetch } from "./http/app.ts";
 import type { Callers } from "./http/callers.ts";
@@ -619,9 +619,9 @@ export class MetadataServer {
       try {
         text = await Bun.file(file).text();
       } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (e as Error).message;
-        throw new ListenError("CONTROL_TOKEN", `cannot read the control token file (-controlTokenFile) ${file}: ${why}`, { cause: e });
+        throw new ListenError("CONTROL_TOKEN", `cannot read the control token file (-controlTokenFile) ${file}: ${unreadableReason(e)}`, {
+          cause: e,
+        });
       }
       token = text.trim();
       if (!token)

@@ -3,57 +3,30 @@
  * within 2 s, else 1. The image declares it as its HEALTHCHECK: distroless has no shell or curl to probe with.
  */
 import { UsageError } from "../errors.ts";
+import { type FlagSpec, parseGoFlags, usage } from "./flags.ts";
 import { printErr, printOut } from "./print.ts";
 
 const PROBE_PATH = "/computeMetadata/v1/project/project-id";
 const TIMEOUT_MS = 2000;
 
-const USAGE = `Usage of gce_metadata_server healthcheck:
-  -url string
-    \tbase URL of the metadata server to probe (default "http://127.0.0.1:8080")
-Exits 0 when ${PROBE_PATH} answers 200 within ${TIMEOUT_MS / 1000} s, 1 otherwise.
-`;
+/** This command's flag table, in the server's flag syntax (flags.ts). */
+export const HEALTHCHECK_FLAGS = {
+  url: {
+    kind: "string",
+    default: "http://127.0.0.1:8080",
+    help: `base URL of the metadata server to probe; exit 0 when ${PROBE_PATH} answers 200 within ${TIMEOUT_MS / 1000} s, 1 otherwise`,
+  },
+} as const satisfies Record<string, FlagSpec>;
 
-interface HealthFlags {
-  url: string;
-  help: boolean;
-}
+const PROGRAM = "gce_metadata_server healthcheck";
 
-/** Go flag syntax for this command's one flag: `-url v`, `-url=v`, `--url v`, `--url=v`, `-h`. */
-export function parseHealthFlags(argv: readonly string[]): HealthFlags {
-  const out: HealthFlags = { url: "http://127.0.0.1:8080", help: false };
-  let i = 0;
-  while (i < argv.length) {
-    const arg = argv[i]!;
-    if (arg === "--") {
-      i++;
-      break;
-    }
-    if (!arg.startsWith("-") || arg === "-") break;
-    i++;
-    let name = arg.slice(arg.startsWith("--") ? 2 : 1);
-    if (name === "" || name.startsWith("-") || name.startsWith("=")) throw new UsageError("USAGE", `bad flag syntax: ${arg}`);
-    let value: string | undefined;
-    const eq = name.indexOf("=");
-    if (eq >= 0) {
-      value = name.slice(eq + 1);
-      name = name.slice(0, eq);
-    }
-    if (name === "h" || name === "help") {
-      out.help = true;
-      continue;
-    }
-    if (name !== "url") throw new UsageError("USAGE", `flag provided but not defined: -${name}`);
-    if (value === undefined) {
-      if (i >= argv.length) throw new UsageError("USAGE", "flag needs an argument: -url");
-      value = argv[i++]!;
-    }
-    out.url = value;
+/** The probe's base URL from the flags; a UsageError for one that is not a server's base URL. */
+export function parseHealthFlags(argv: readonly string[]): { url: string; help: boolean } {
+  const flags = parseGoFlags(argv, HEALTHCHECK_FLAGS);
+  if (!/^https?:\/\/[^/?#\s]+\/?$/.test(flags.url)) {
+    throw new UsageError("USAGE", `invalid -url ${JSON.stringify(flags.url)}: use the server's base URL, e.g. http://127.0.0.1:8080`);
   }
-  if (i < argv.length) throw new UsageError("USAGE", `unexpected argument ${JSON.stringify(argv[i])}; every option is a -flag`);
-  if (!/^https?:\/\/[^/?#\s]+\/?$/.test(out.url))
-    throw new UsageError("USAGE", `invalid -url ${JSON.stringify(out.url)}: use the server's base URL, e.g. http://127.0.0.1:8080`);
-  return out;
+  return flags;
 }
 
 /** Why the probe failed, in one line, or undefined when it answered 200. */
@@ -71,16 +44,16 @@ async function probe(base: string): Promise<string | undefined> {
 }
 
 export async function main(argv: string[], _env: Record<string, string | undefined>): Promise<number> {
-  let flags: HealthFlags;
+  let flags: { url: string; help: boolean };
   try {
     flags = parseHealthFlags(argv);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    printErr(`${e.message}\n${USAGE}`);
+    printErr(`${e.message}\n${usage(PROGRAM, HEALTHCHECK_FLAGS)}`);
     return 2;
   }
   if (flags.help) {
-    printErr(USAGE);
+    printErr(usage(PROGRAM, HEALTHCHECK_FLAGS));
     return 0;
   }
   const failure = await probe(flags.url);

@@ -3,7 +3,7 @@
  * and adjusted by the Go emulator's environment overrides, ready to compile into a snapshot.
  */
 import type { Environment } from "../environment.ts";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, unreadableReason } from "../errors.ts";
 import { fromPlain, isJsonObject, JsonNumber, JsonSyntaxError, type JsonObject, type JsonValue, parseJson } from "../json.ts";
 import { accountEmailProblem } from "../metadata/identity.ts";
 import { mergePatch } from "../metadata/edit.ts";
@@ -43,9 +43,7 @@ export async function readConfigText(path: string): Promise<string> {
   try {
     return await Bun.file(path).text();
   } catch (e) {
-    const code = (e as { code?: string }).code;
-    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : String((e as Error).message);
-    throw new ConfigError("CONFIG_UNREADABLE", `${path}: cannot read the config file (${why}); pass -configFile <path>`, {
+    throw new ConfigError("CONFIG_UNREADABLE", `${path}: cannot read the config file (${unreadableReason(e)}); pass -configFile <path>`, {
       cause: e,
     });
   }

@@ -9,7 +9,7 @@
  *   const adc = await readAdcFile(found!.path);        // { path, type, json }
  */
 import type { Environment } from "../environment.ts";
-import { CredentialError } from "../errors.ts";
+import { CredentialError, unreadableReason } from "../errors.ts";
 
 /** A parsed ADC file: its path, its `type` and its JSON. Secrets stay in `json`; never log it. */
 export interface AdcFile {
@@ -38,16 +38,7 @@ export async function readAdcFile(path: string): Promise<AdcFile> {
   try {
     text = await Bun.file(path).text();
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const why =
-      code === "ENOENT"
-        ? "no such file"
-        : code === "EACCES"
-          ? "permission denied"
-          : code === "EISDIR"
-            ? "a directory, not a file"
-            : (code ?? (e as Error).message);
-    throw new CredentialError("ADC_UNREADABLE", `${path}: cannot read the credentials file (${why})`, { cause: e });
+    throw new CredentialError("ADC_UNREADABLE", `${path}: cannot read the credentials file (${unreadableReason(e)})`, { cause: e });
   }
   let json: unknown;
   try {

@@ -5,7 +5,7 @@
  * a private or local token endpoint. The key serves its own account (and the config's default account); ID tokens
  * the endpoint mints are checked against Google's keys.
  */
-import { CredentialError } from "../errors.ts";
+import { CredentialError, unreadableReason } from "../errors.ts";
 import { CLOUD_PLATFORM_SCOPE, defaultIdTokenKeysUrl, GOOGLE_TOKEN_URL } from "./google.ts";
 import { IdTokenKeys } from "./id-token-keys.ts";
 import { type Rs256Signer, signJwt } from "./jwt.ts";
@@ -33,11 +33,7 @@ export async function readServiceAccountKey(path: string): Promise<ServiceAccoun
   try {
     text = await Bun.file(path).text();
   } catch (e) {
-    throw new CredentialError(
-      "KEY_UNREADABLE",
-      `${path}: cannot read the service account key file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
-      { cause: e },
-    );
+    throw new CredentialError("KEY_UNREADABLE", `${path}: cannot read the service account key file (${unreadableReason(e)})`, { cause: e });
   }
   let json: Record<string, unknown>;
   try {

@@ -9,7 +9,7 @@
  */
 import type { KeyObject, X509Certificate } from "node:crypto";
 import type { Server } from "bun";
-import { ListenError, UsageError } from "../errors.ts";
+import { ListenError, UsageError, unreadableReason } from "../errors.ts";
 
 /**
  * Node's crypto, fs and net, loaded on first use: only TLS and unix-socket listeners need them, and importing them
@@ -68,16 +68,7 @@ async function readPem(path: string, what: string): Promise<string> {
   try {
     return await nodeFsPromises().readFile(path, "utf8");
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const why =
-      code === "ENOENT"
-        ? "no such file"
-        : code === "EACCES"
-          ? "permission denied"
-          : code === "EISDIR"
-            ? "it is a directory"
-            : (e as Error).message;
-    throw new ListenError("TLS_FILE_UNREADABLE", `cannot read the ${what} ${path}: ${why}`, { cause: e });
+    throw new ListenError("TLS_FILE_UNREADABLE", `cannot read the ${what} ${path}: ${unreadableReason(e)}`, { cause: e });
   }
 }
 
