@@ -309,3 +309,21 @@ test("the two trees are the two platforms: each executable is an ELF for its mac
   expect(await machine("x64")).toBe(62); // EM_X86_64
   expect(await machine("arm64")).toBe(183); // EM_AARCH64
 });
+
+test("the layer's entry points include every library the program opens (src/tpm/ffi.ts), from the same packages", async () => {
+  const ffi = await Bun.file(join(ROOT, "src/tpm/ffi.ts")).text();
+  const opened = [...ffi.matchAll(/^ {2}"(libtss2-[\w.-]+\.so\.\d+)": "([\w.-]+)",$/gm)].map((m) => [m[1]!, m[2]!] as const);
+  expect(opened.map(([soname]) => soname).sort()).toEqual([
+    "libtss2-esys.so.0",
+    "libtss2-mu.so.0",
+    "libtss2-rc.so.0",
+    "libtss2-tctildr.so.0",
+  ]);
+  const entryPoints: readonly string[] = LAYER.entryPoints;
+  for (const [soname, pkg] of opened) {
+    expect(entryPoints).toContain(soname);
+    expect(LAYER.libraries[pkg]).toContain(soname);
+  }
+  // The TCTI loader's modules for a device path, "host:port" (swtpm) and mssim: configs src/tpm/tcti.ts passes.
+  for (const t of ["device", "swtpm", "mssim"]) expect(entryPoints).toContain(`libtss2-tcti-${t}.so.0`);
+});
