@@ -31,14 +31,16 @@ export const DEBIAN_PACKAGES = [
   "libtss2-mu0",
   "libtss2-rc0",
   "libtss2-sys1",
-  "libtss2-tcti-device0", // the image's TCTIs (scripts/image-contents.ts, test/dist/rootfs.test.ts)
+  "libtss2-tcti-device0", // the image's TCTIs (scripts/image-contents.ts, test/distribution/rootfs.test.ts)
   "libtss2-tcti-mssim0",
   "netbase", // distroless base contents for `npm run rootfs` (taken from the installed packages)
   "media-types",
+  "tzdata",
+  "ca-certificates",
   "libgomp1",
-  "qemu-user-static", // runs the arm64 image tree (test/dist/rootfs.test.ts)
+  "qemu-user-static", // runs the arm64 image tree (test/distribution/rootfs.test.ts)
   "wrk", // benchmarks (bench/)
-  "curl",
+  "curl", // and the action's release download (test/distribution/ci.test.ts)
   "openssl", // test keys and certificates
   "iproute2", // link-local tests in network namespaces
   "python3-google-auth", // test/clients: Python google-auth

@@ -43,13 +43,14 @@ export function runCli(args: string[], options: CliOptions = {}): CliProcess {
       for (const l of listeners) l();
     }
   })();
+  let done = false;
   const exited = proc.exited.then(async (code) => {
     await pump;
+    // Before the listeners run, so a waitFor sees the exit and fails at once instead of at its timeout.
+    done = true;
     for (const l of listeners) l();
     return code;
   });
-  let done = false;
-  exited.then(() => (done = true));
   return {
     proc,
     exited,
