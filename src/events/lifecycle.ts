@@ -105,8 +105,18 @@ export function parsePreemptionSpec(spec: string): PreemptionSpec {
   return preemptionFrom(Object.fromEntries(f));
 }
 
+/** Unknown keys of a JSON body are refused, as unknown fields of the flag's text are. */
+function onlyKeys(o: Record<string, unknown>, allowed: readonly string[], what: string): void {
+  for (const key of Object.keys(o)) {
+    if (!allowed.includes(key)) {
+      throw new UsageError("USAGE", `${what}: unknown field ${JSON.stringify(key)}; fields: ${allowed.join(", ")}`);
+    }
+  }
+}
+
 /** The same fields from a control-API JSON body (strings, or numbers of seconds). */
 export function maintenanceFrom(o: Record<string, unknown>): MaintenanceSpec {
+  onlyKeys(o, ["in", "at", "type", "duration"], "maintenance");
   const spec: MaintenanceSpec = { type: maintenanceType(str(o.type)) };
   applyWhen(spec, o);
   if (o.duration !== undefined) spec.durationMs = parseDuration(String(o.duration));
@@ -114,6 +124,7 @@ export function maintenanceFrom(o: Record<string, unknown>): MaintenanceSpec {
 }
 
 export function preemptionFrom(o: Record<string, unknown>): PreemptionSpec {
+  onlyKeys(o, ["in", "at", "grace"], "preemption");
   const spec: PreemptionSpec = {};
   applyWhen(spec, o);
   if (o.grace !== undefined) spec.graceSec = Math.round(parseDuration(String(o.grace)) / 1000);
