@@ -448,6 +448,16 @@ describe("README: Command line", () => {
     expect(README).toContain("`2` a bad flag or flag value (an unknown flag, `-port abc`,\n`-port :99999`");
   });
 
+  test("-interface: loopback unless another address is given", async () => {
+    const s = await serveCli([]);
+    try {
+      expect(s.url).toStartWith("http://127.0.0.1:");
+    } finally {
+      await s.stop();
+    }
+    expect(README).toContain("| `-interface` | `127.0.0.1` | address to bind. Loopback by default: give `169.254.169.254`");
+  });
+
   test("docs/serving.md: the EADDRNOTAVAIL line is the one printed, without a trailing syscall word", async () => {
     const shown = codeSpan("docs/serving.md", "cannot listen on 169.254.169.254:80");
     const r = await runCliToExit(["-interface", "169.254.169.254", "-port", ":80"]);

@@ -7,7 +7,7 @@
  * test suite itself). The first test fails on an unmarked block that no runner below takes, and on a runner whose
  * block is gone, so a new example is either run or says why not.
  *
- * A runner finds its block by the block's first line, and runs the block's own commands (markdown.ts `commandsOf`):
+ * A runner finds its block by the block's first line (a trailing `# comment` aside), and runs the block's own commands (markdown.ts `commandsOf`):
  * in bash, with `gce_metadata_server` on PATH as the source CLI, in a scratch directory and HOME. The documented
  * address (`127.0.0.1:8080`, `localhost:8080`) is replaced by a live server's, started on a free port (a command
  * that starts a server gets `-port :0` appended). Then it asserts what the page shows: the output printed beside
@@ -451,7 +451,12 @@ function pointedAt(server: Served): Record<string, string> {
 }
 
 const BLOCKS = shellBlocks();
-const runnerFor = (b: Block): Runner[] => RUNNERS.filter((r) => r.files.includes(b.file) && r.first === (b.lines[0] ?? "").trim());
+/** A block's key: its first line, without a trailing comment (a line that is all comment stays whole). */
+const keyOf = (line: string | undefined): string => {
+  const text = (line ?? "").trim();
+  return text.startsWith("#") ? text : stripComment(text).trim();
+};
+const runnerFor = (b: Block): Runner[] => RUNNERS.filter((r) => r.files.includes(b.file) && keyOf(r.first) === keyOf(b.lines[0]));
 
 test("every shell example and shown output is run here, or marked <!-- not run: why -->", () => {
   const problems: string[] = [];
@@ -466,7 +471,7 @@ test("every shell example and shown output is run here, or marked <!-- not run: 
   }
   for (const r of RUNNERS) {
     for (const file of r.files) {
-      if (!BLOCKS.some((b) => b.file === file && b.notRun === undefined && (b.lines[0] ?? "").trim() === r.first)) {
+      if (!BLOCKS.some((b) => b.file === file && b.notRun === undefined && keyOf(b.lines[0]) === keyOf(r.first))) {
         problems.push(`a runner's block is gone from ${file}: \`${r.first}\``);
       }
     }
@@ -483,6 +488,13 @@ describe("examples", () => {
     if (!runner) continue;
     test(`${b.file}:${b.line} ${(b.lines[0] ?? "").slice(0, 70)}`, () => runner.run(b), 90_000);
   }
+});
+
+test("README: the library example is test/docs/library-example.test.ts, verbatim", () => {
+  const shown = blockAfter("README.md", "This is [test/docs/library-example.test.ts]", "ts").lines.join("\n");
+  const file = readFileSync(join(ROOT, "test", "docs", "library-example.test.ts"), "utf8");
+  // The file's first line says what it is; the rest is what the README shows.
+  expect(`${shown}\n`).toBe(file.slice(file.indexOf("\n") + 1));
 });
 
 // Keep the wrapper honest: the source CLI is what `gce_metadata_server` runs in these examples.
