@@ -310,7 +310,7 @@ describe("docs/dynamic.md: the control API", () => {
     }
     expect(thrown).toBeInstanceOf(EditError);
     expect((thrown as EditError).code).toBe("CONFIG_SHAPE");
-    expect(docText("docs/dynamic.md")).toContain("throws EditError (code as above) on a bad change, a wrong type included");
+    expect(docText("docs/dynamic.md")).toContain("// a bad change (a wrong type too) throws EditError");
   });
 });
 
