@@ -289,7 +289,8 @@ export function usage(program = "gce_metadata_server", table: Record<string, Fla
   for (const [name, spec] of Object.entries(table) as [string, FlagSpec][]) {
     const type = spec.kind === "bool" ? "" : ` ${spec.kind === "int" ? "int" : "string"}`;
     s += `  -${name}${type}\n    \t${spec.help}`;
-    if (spec.kind !== "bool" && spec.kind !== "strings" && spec.default !== "" && spec.default !== 0) {
+    // As Go's flag package: zero values are not shown; a boolean that defaults to true says so.
+    if (spec.kind === "bool" ? spec.default === true : spec.kind !== "strings" && spec.default !== "" && spec.default !== 0) {
       s += ` (default ${JSON.stringify(spec.default)})`;
     }
     s += "\n";

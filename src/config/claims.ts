@@ -102,7 +102,7 @@ function applyOverrides(v1: JsonObject, env: NonNullable<ClaimsOptions["override
   }
 }
 
-/** Every account has an e-mail; the default account also appears under its e-mail, as on a real VM. */
+/** The default account has an e-mail, and also appears under it (with its alias `default`), as on a real VM. */
 function normaliseAccounts(v1: JsonObject, requireDefault: boolean, source: string, root: string): void {
   const instance = v1.instance;
   const accounts = isJsonObject(instance) ? instance.serviceAccounts : undefined;
@@ -117,10 +117,7 @@ function normaliseAccounts(v1: JsonObject, requireDefault: boolean, source: stri
     return;
   }
   if (!isJsonObject(accounts)) throw new ConfigError("CONFIG_SHAPE", `${source}: ${at}: expected an object`);
-  for (const [key, acct] of Object.entries(accounts)) {
-    if (!isJsonObject(acct)) continue; // buildTree reports the shape error with its path
-    if (acct.email === undefined && key !== "default") acct.email = key;
-  }
+  // Other accounts' missing keys (an e-mail: the key) are filled in by the schema (metadata/schema.ts).
   const def = accounts.default;
   if (def === undefined) {
     if (requireDefault) {

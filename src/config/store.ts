@@ -58,10 +58,10 @@ export class ConfigStore {
   }
 
   /** Check and compile a config document (`{"computeMetadata":{"v1":{…}}}`); throws ConfigError naming the path. */
-  private treeOf(doc: object): Tree {
+  private treeOf(doc: object, source = this.options.claims.source): Tree {
     const upstream = this.upstream;
-    const whole = upstream ? overlayDocument(upstream, doc, this.options.claims.source) : doc;
-    return claimsFromDocument(whole, this.options.claims);
+    const whole = upstream ? overlayDocument(upstream, doc, source) : doc;
+    return claimsFromDocument(whole, { ...this.options.claims, ...(source === undefined ? {} : { source }) });
   }
 
   /** The single place a snapshot goes live: compiled whole from `tree`, or made by `make` from the current one. */
@@ -108,11 +108,11 @@ export class ConfigStore {
 
   /**
    * Swap in a new config document (library, control API); throws ConfigError (or what `check` throws), and the
-   * current one stays.
+   * current one stays. `source` names the document in messages (`request body`), not the config file.
    */
-  replaceClaims(doc: object, check?: (previous: Tree, next: Tree) => void): void {
+  replaceClaims(doc: object, check?: (previous: Tree, next: Tree) => void, source = "claims"): void {
     try {
-      this.loadTree(this.treeOf(doc), doc, check);
+      this.loadTree(this.treeOf(doc, source), doc, check);
     } catch (e) {
       this.options.onReload?.(false);
       throw e;

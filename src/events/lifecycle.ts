@@ -7,6 +7,8 @@
  *   start       → `instance/maintenance-event` = MIGRATE_ON_HOST_MAINTENANCE | TERMINATE_ON_HOST_MAINTENANCE,
  *                 `upcoming-maintenance.maintenance_status` = "ONGOING"
  *   start+duration → `maintenance-event` = NONE, `upcoming-maintenance` back to what it was before (absent: removed)
+ * Overlapping maintenances: `upcoming-maintenance` shows the soonest one still scheduled or ongoing, and
+ * `maintenance-event` the earliest ongoing one; the config's value comes back when the last one ends.
  * Preemption:
  *   at the time → `instance/preempted` = TRUE and `instance/shutdown-details/` filled in
  *                 (`stop-state` PENDING_STOP, `target-state` TERMINATED or DELETED, `request-timestamp`, `max-duration`)
@@ -103,8 +105,18 @@ export function parsePreemptionSpec(spec: string): PreemptionSpec {
   return preemptionFrom(Object.fromEntries(f));
 }
 
+/** Unknown keys of a JSON body are refused, as unknown fields of the flag's text are. */
+function onlyKeys(o: Record<string, unknown>, allowed: readonly string[], what: string): void {
+  for (const key of Object.keys(o)) {
+    if (!allowed.includes(key)) {
+      throw new UsageError("USAGE", `${what}: unknown field ${JSON.stringify(key)}; fields: ${allowed.join(", ")}`);
+    }
+  }
+}
+
 /** The same fields from a control-API JSON body (strings, or numbers of seconds). */
 export function maintenanceFrom(o: Record<string, unknown>): MaintenanceSpec {
+  onlyKeys(o, ["in", "at", "type", "duration"], "maintenance");
   const spec: MaintenanceSpec = { type: maintenanceType(str(o.type)) };
   applyWhen(spec, o);
   if (o.duration !== undefined) spec.durationMs = parseDuration(String(o.duration));
@@ -112,6 +124,7 @@ export function maintenanceFrom(o: Record<string, unknown>): MaintenanceSpec {
 }
 
 export function preemptionFrom(o: Record<string, unknown>): PreemptionSpec {
+  onlyKeys(o, ["in", "at", "grace"], "preemption");
   const spec: PreemptionSpec = {};
   applyWhen(spec, o);
   if (o.grace !== undefined) spec.graceSec = Math.round(parseDuration(String(o.grace)) / 1000);
@@ -139,13 +152,25 @@ interface Step {
 interface Scheduled {
   event: LifecycleEvent;
   steps: Set<Step>;
-  /** What `upcoming-maintenance` held before this event touched it. */
-  previousUpcoming?: JsonValue | undefined;
-  touchedUpcoming?: boolean;
 }
+
+const eventValue = (e: LifecycleEvent): string =>
+  e.type === "TERMINATE" ? "TERMINATE_ON_HOST_MAINTENANCE" : "MIGRATE_ON_HOST_MAINTENANCE";
+
+/** `upcoming-maintenance` for a simulated event, as GCE documents it. */
+const notice = (e: LifecycleEvent) => ({
+  can_reschedule: false,
+  latest_window_start_time: e.startsAt,
+  maintenance_status: e.state === "ongoing" ? "ONGOING" : "PENDING",
+  type: "SCHEDULED",
+  window_end_time: e.endsAt,
+  window_start_time: e.startsAt,
+});
 
 export class Lifecycle {
   private readonly events = new Map<string, Scheduled>();
+  /** While simulated maintenances are pending or ongoing: what `upcoming-maintenance` held before the first. */
+  private beforeMaintenance: { upcoming: JsonValue | undefined } | undefined;
   private seq = 0;
   private readonly now: () => number;
 
@@ -173,32 +198,46 @@ export class Lifecycle {
       steps: new Set(),
     };
     this.events.set(s.event.id, s);
-    const notice = (status: "PENDING" | "ONGOING") => ({
-      can_reschedule: false,
-      latest_window_start_time: s.event.startsAt,
-      maintenance_status: status,
-      type: "SCHEDULED",
-      window_end_time: s.event.endsAt,
-      window_start_time: s.event.startsAt,
-    });
     this.host.edit((t) => {
-      const old = nodeAt(t, ["instance", "upcoming-maintenance"]);
-      s.previousUpcoming = old ? treeToValue(old) : undefined;
-      s.touchedUpcoming = true;
-      return setAt(t, "instance/upcoming-maintenance", fromPlain(notice("PENDING")), { platform: true });
+      // The config's own notice, kept while simulated maintenances are pending or ongoing and put back after.
+      if (!this.beforeMaintenance) {
+        const old = nodeAt(t, ["instance", "upcoming-maintenance"]);
+        this.beforeMaintenance = { upcoming: old ? treeToValue(old) : undefined };
+      }
+      return this.showMaintenance(t, false);
     });
     this.at(s, start, () => {
       s.event.state = "ongoing";
-      const value = spec.type === "MIGRATE" ? "MIGRATE_ON_HOST_MAINTENANCE" : "TERMINATE_ON_HOST_MAINTENANCE";
-      this.host.log.info("simulated host maintenance begins", { id: s.event.id, event: value, until: s.event.endsAt });
-      this.host.edit((t) => {
-        const next = setAt(t, "instance/maintenance-event", value, { platform: true });
-        return setAt(next, "instance/upcoming-maintenance", fromPlain(notice("ONGOING")), { platform: true });
-      });
+      this.host.log.info("simulated host maintenance begins", { id: s.event.id, event: eventValue(s.event), until: s.event.endsAt });
+      this.host.edit((t) => this.showMaintenance(t, false));
       this.at(s, end, () => this.endMaintenance(s));
     });
     this.host.log.info("simulated host maintenance scheduled", { id: s.event.id, type: spec.type, start: s.event.startsAt });
     return { ...s.event };
+  }
+
+  /**
+   * `upcoming-maintenance` and `maintenance-event` for the maintenances still scheduled or ongoing: the notice of the
+   * soonest one, and the event of the earliest ongoing one. With none left, the config's notice comes back (removed
+   * if it had none), and `maintenance-event` is NONE after one has ended.
+   */
+  private showMaintenance(t: Tree, ended: boolean): Tree {
+    const active = [...this.events.values()]
+      .map((s) => s.event)
+      .filter((e) => e.kind === "maintenance" && (e.state === "scheduled" || e.state === "ongoing"))
+      .sort((a, b) => (a.startsAt < b.startsAt ? -1 : a.startsAt > b.startsAt ? 1 : 0));
+    const ongoing = active.find((e) => e.state === "ongoing");
+    let next = t;
+    if (ongoing) next = setAt(next, "instance/maintenance-event", eventValue(ongoing), { platform: true });
+    else if (ended && nodeAt(next, ["instance", "maintenance-event"]))
+      next = setAt(next, "instance/maintenance-event", "NONE", { platform: true });
+    const soonest = active[0];
+    if (soonest) return setAt(next, "instance/upcoming-maintenance", fromPlain(notice(soonest)), { platform: true });
+    const before = this.beforeMaintenance;
+    if (!before) return next;
+    this.beforeMaintenance = undefined;
+    if (before.upcoming !== undefined) return setAt(next, "instance/upcoming-maintenance", before.upcoming, { platform: true });
+    return nodeAt(next, ["instance", "upcoming-maintenance"]) ? putTree(next, "instance/upcoming-maintenance", undefined) : next;
   }
 
   schedulePreemption(spec: PreemptionSpec): LifecycleEvent {
@@ -233,8 +272,8 @@ export class Lifecycle {
     if (!s || s.event.state === "done" || s.event.state === "cancelled") return undefined;
     for (const step of s.steps) clearTimeout(step.timer);
     s.steps.clear();
-    if (s.event.kind === "maintenance") this.endMaintenance(s);
-    s.event.state = "cancelled";
+    if (s.event.kind === "maintenance") this.endMaintenance(s, "cancelled");
+    else s.event.state = "cancelled";
     return { ...s.event };
   }
 
@@ -256,21 +295,12 @@ export class Lifecycle {
     }
   }
 
-  private endMaintenance(s: Scheduled): void {
-    s.event.state = "done";
-    this.host.log.info("simulated host maintenance ends", { id: s.event.id });
-    this.host.edit((t) => {
-      let next = nodeAt(t, ["instance", "maintenance-event"]) ? setAt(t, "instance/maintenance-event", "NONE", { platform: true }) : t;
-      if (s.touchedUpcoming) {
-        next =
-          s.previousUpcoming === undefined
-            ? nodeAt(next, ["instance", "upcoming-maintenance"])
-              ? putTree(next, "instance/upcoming-maintenance", undefined)
-              : next
-            : setAt(next, "instance/upcoming-maintenance", s.previousUpcoming, { platform: true });
-      }
-      return next;
-    });
+  /** A maintenance ends (its time is up, or it is cancelled): the next one, if any, shows. */
+  private endMaintenance(s: Scheduled, state: "done" | "cancelled" = "done"): void {
+    const wasOngoing = s.event.state === "ongoing";
+    s.event.state = state;
+    this.host.log.info(state === "done" ? "simulated host maintenance ends" : "simulated host maintenance cancelled", { id: s.event.id });
+    this.host.edit((t) => this.showMaintenance(t, wasOngoing));
   }
 
   private startTime(spec: { inMs?: number; at?: Date }): number {

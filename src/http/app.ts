@@ -43,21 +43,35 @@ export function createFetch(
       state.log.error("request failed", { method: req.method, path: splitUrl(req.url).path, error });
       return plain(500, "Internal Server Error\n");
     }
-    if (answered !== undefined) return answered;
+    if (answered !== undefined) return req.method === "HEAD" ? dated(answered) : answered;
     // Control requests are admitted before the app parses their bodies.
     if (gate && splitUrl(req.url).path.startsWith(CONTROL_PREFIX)) {
       const refused = gate(req);
       if (refused) return refused;
     }
-    return (app ??= createApp(state, options)).then((a) => a.handle(withHost(req)));
+    const routed = (app ??= createApp(state, options)).then((a) => a.handle(withHost(req)));
+    return req.method === "HEAD" ? dated(routed) : routed;
   };
+}
+
+/**
+ * Bun adds `Date` to every answer but a HEAD's; the real server's answers all carry one, so HEAD answers get it
+ * here (GET answers are left to Bun, which caches the formatted date).
+ */
+function dated(answer: Response | Promise<Response>): Response | Promise<Response> {
+  if (answer instanceof Promise) return answer.then(dated);
+  if (!answer.headers.has("date")) answer.headers.set("Date", new Date().toUTCString());
+  return answer;
 }
 
 /** The control listener's fetch handler (`-controlListen`): the control API alone, admitted first. */
 export function createControlFetch(state: ServingState, control: ControlOptions): (req: Request) => Response | Promise<Response> {
   const gate = controlGate(control);
   let app: ReturnType<typeof createApp> | undefined;
-  return (req) => gate(req) ?? (app ??= createApp(state, { control }, false)).then((a) => a.handle(withHost(req)));
+  return (req) => {
+    const answer = gate(req) ?? (app ??= createApp(state, { control }, false)).then((a) => a.handle(withHost(req)));
+    return req.method === "HEAD" ? dated(answer) : answer;
+  };
 }
 
 /** Elysia routes on the URL's path after a host; a request Bun handed over without one gets the metadata host. */

@@ -31,7 +31,7 @@ import { Elysia, t } from "elysia";
 import type { ChangeHub } from "../changes/hub.ts";
 import type { Clock } from "../clock.ts";
 import type { ConfigStore } from "../config/store.ts";
-import { ConfigError, EditError, RequestError } from "../errors.ts";
+import { ConfigError, RequestError } from "../errors.ts";
 import {
   type Lifecycle,
   type LifecycleEvent,
@@ -45,7 +45,7 @@ import type { Logger } from "../log.ts";
 import { referenceDelete, referenceReplaceAll, referenceSet } from "../metadata/reference-update.ts";
 import { BASE_HEADERS, JSON_TYPE, TEXT } from "../metadata/snapshot.ts";
 import type { Tree } from "../metadata/tree.ts";
-import { deleteAt, mergeAt, setAt } from "../metadata/edit.ts";
+import { deleteAt, mergeAt, notFoundAt, setAt, splitPath } from "../metadata/edit.ts";
 import type { FaultRules } from "./faults.ts";
 import { readCapped, TooLarge } from "./body.ts";
 import { type ControlOptions, controlGate } from "./control-gate.ts";
@@ -137,19 +137,6 @@ export async function specBody(request: Request, limit: number): Promise<Record<
   return body as Record<string, unknown>;
 }
 
-const When = t.Union([t.String(), t.Number()]);
-const MaintenanceBody = t.Union([
-  t.String(),
-  t.Object(
-    { in: t.Optional(When), at: t.Optional(t.String()), type: t.Optional(t.String()), duration: t.Optional(When) },
-    { additionalProperties: false },
-  ),
-]);
-const PreemptionBody = t.Union([
-  t.String(),
-  t.Object({ in: t.Optional(When), at: t.Optional(t.String()), grace: t.Optional(When) }, { additionalProperties: false }),
-]);
-
 /** A route that answers 405 naming the methods it takes. */
 export const methods =
   (allowed: string) =>
@@ -199,7 +186,8 @@ export function controlRoutes(options: ControlOptions, log: Logger) {
 
   const current = (path: string): Response => {
     const v = store.getJson(path);
-    if (v === undefined) throw new EditError("EDIT_NOT_FOUND", `${path || "(root)"}: no such node`);
+    // Named as PUT and DELETE name it: the first missing node, no leading or trailing slash.
+    if (v === undefined) throw notFoundAt(store.current.tree, splitPath(path));
     return json(200, v);
   };
   const scheduled = (event: LifecycleEvent) => json(201, JSON.stringify(event));
@@ -258,7 +246,7 @@ export function controlRoutes(options: ControlOptions, log: Logger) {
       .put(
         ROUTES.config,
         ({ body }) => {
-          store.replaceClaims(body, checkAccounts);
+          store.replaceClaims(body, checkAccounts, "request body");
           return json(200, store.configDocument());
         },
         { parse: "exactJson", body: t.Object({}, { additionalProperties: true }) },
@@ -268,13 +256,23 @@ export function controlRoutes(options: ControlOptions, log: Logger) {
       .post(
         ROUTES.maintenance,
         ({ body }) =>
-          scheduled(lifecycle.scheduleMaintenance(typeof body === "string" ? parseMaintenanceSpec(body) : maintenanceFrom(body))),
-        { parse: "lifecycle", body: MaintenanceBody },
+          scheduled(
+            lifecycle.scheduleMaintenance(
+              typeof body === "string" ? parseMaintenanceSpec(body) : maintenanceFrom(body as Record<string, unknown>),
+            ),
+          ),
+        // Checked by maintenanceFrom, which refuses unknown fields (a schema here would drop them silently).
+        { parse: "lifecycle" },
       )
       .post(
         ROUTES.preemption,
-        ({ body }) => scheduled(lifecycle.schedulePreemption(typeof body === "string" ? parsePreemptionSpec(body) : preemptionFrom(body))),
-        { parse: "lifecycle", body: PreemptionBody },
+        ({ body }) =>
+          scheduled(
+            lifecycle.schedulePreemption(
+              typeof body === "string" ? parsePreemptionSpec(body) : preemptionFrom(body as Record<string, unknown>),
+            ),
+          ),
+        { parse: "lifecycle" },
       )
       .delete(ROUTES.lifecycleEvent, ({ params }) => {
         const event = lifecycle.cancel(params.event);

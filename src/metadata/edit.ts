@@ -69,6 +69,29 @@ export function nodeAt(tree: Tree, segs: readonly string[]): Tree | undefined {
   return t;
 }
 
+/**
+ * Why there is no node at `segs`, as an edit there would say it (PUT, PATCH and DELETE name the first node that is
+ * missing): the control API's GET answers the same message.
+ */
+export function notFoundAt(tree: Tree, segs: readonly string[]): EditError {
+  let t: Tree = tree;
+  for (let i = 0; i < segs.length; i++) {
+    const name = segs[i]!;
+    const next = nodeAt(t, [name]);
+    if (next) {
+      t = next;
+      continue;
+    }
+    const here = segs.slice(0, i + 1);
+    const hasChildren = t.k === "dir" || (t.k === "list" && /^\d+$/.test(name));
+    return new EditError(
+      "EDIT_NOT_FOUND",
+      hasChildren ? `${display(here)}: no such node` : `${display(segs.slice(0, i))}: has no children; ${display(here)} cannot exist`,
+    );
+  }
+  return new EditError("EDIT_NOT_FOUND", `${display(segs)}: no such node`);
+}
+
 /** A tree node as config JSON (camelCase Google keys, verbatim user keys, numbers kept exactly). */
 export function treeToValue(t: Tree): JsonValue {
   switch (t.k) {
@@ -109,7 +132,7 @@ export interface Target {
  * Rebuild the tree with the node at `segs` replaced by `fn(target)`; `undefined` from `fn` deletes it. The parent
  * must exist; list positions may be replaced, or appended at `len`.
  */
-export function updateAt(tree: Tree, segs: readonly string[], fn: (t: Target) => Tree | undefined): Tree {
+export function updateAt(tree: Tree, segs: readonly string[], fn: (t: Target) => Tree | undefined, createParents = false): Tree {
   if (segs.length === 0) {
     const next = fn({ old: tree, parent: undefined, schema: v1Schema, at: "(root)" });
     if (!next) throw new EditError("EDIT_FIXED_KEYS", "(root): the metadata root cannot be deleted");
@@ -128,8 +151,9 @@ export function updateAt(tree: Tree, segs: readonly string[], fn: (t: Target) =>
         const node = fn({ old: old?.node, parent: t, schema: cs.schema, at: display(here) });
         replacement = node ? { name, jsonKey: old?.jsonKey ?? cs.jsonKey, node } : undefined;
       } else {
-        if (!old) throw new EditError("EDIT_NOT_FOUND", `${display(here)}: no such node`);
-        replacement = { ...old, node: go(old.node, cs.schema, i + 1) };
+        const parent = old?.node ?? (createParents && creatable(cs.schema, t) ? EMPTY_DIR : undefined);
+        if (!parent) throw new EditError("EDIT_NOT_FOUND", `${display(here)}: no such node`);
+        replacement = { name, jsonKey: old?.jsonKey ?? cs.jsonKey, node: go(parent, cs.schema, i + 1) };
       }
       const entries = t.entries.slice();
       if (idx >= 0 && replacement) entries[idx] = replacement;
@@ -160,6 +184,18 @@ export function updateAt(tree: Tree, segs: readonly string[], fn: (t: Target) =>
     throw new EditError("EDIT_NOT_FOUND", `${display(segs.slice(0, i))}: has no children; ${display(here)} cannot exist`);
   };
   return go(tree, v1Schema, 0);
+}
+
+const EMPTY_DIR: Tree = { k: "dir", fixed: false, entries: [] };
+
+/**
+ * Whether a missing directory on the way to an edit may be made (empty) for it: a free-form directory
+ * (`guest-attributes/`, a guest namespace, `partner-attributes/`, `attributes/`), or a key of one whose schema
+ * leaves the shape open (a partner namespace). A Google-defined directory with fixed keys never is.
+ */
+function creatable(schema: Schema, parent: Tree): boolean {
+  if (schema.t === "free") return true;
+  return schema.t === "any" && parent.k === "dir" && !parent.fixed;
 }
 
 const kindName = (t: Tree): string =>
@@ -223,24 +259,52 @@ function guardFixed(t: Target, adding: boolean, options: EditOptions): void {
 /** buildTree for an edit: a wrong type is an EditError like every other refused edit. */
 export function buildChecked(value: JsonValue, schema: Schema, at: string): Tree {
   try {
-    return buildTree(value, schema, at);
+    return buildTree(value, schema, at, at.slice(at.lastIndexOf("/") + 1));
   } catch (e) {
     if (e instanceof ConfigError && !(e instanceof EditError)) throw new EditError("CONFIG_SHAPE", e.message, { cause: e });
     throw e;
   }
 }
 
-/** Place a checked value: build it against the schema, then compare it with what was there. */
+/**
+ * What a new child of a free-form directory or list must look like: a sibling, when the child is a directory with
+ * Google-defined keys (a disk, a service account, a licence), so it has the keys its siblings have.
+ */
+function siblingOf(t: Target, neu: Tree): { node: Tree; name: string } | undefined {
+  if (neu.k !== "dir" || !neu.fixed) return undefined;
+  const p = t.parent;
+  if (p?.k === "list" && p.items[0]) return { node: p.items[0], name: "0" };
+  if (p?.k === "dir" && !p.fixed && p.entries[0]) return p.entries[0];
+  return undefined;
+}
+
+/** Place a checked value: build it against the schema, then compare it with what was there (or with a sibling). */
 function place(t: Target, value: JsonValue, options: EditOptions): Tree {
   if (t.old === undefined) guardFixed(t, true, options);
   const neu = buildChecked(value, t.schema, t.at);
-  if (t.old && !options.platform) checkShape(t.old, neu, t.at, options.strictTemplates);
+  if (options.platform) return neu;
+  if (t.old) {
+    checkShape(t.old, neu, t.at, options.strictTemplates);
+    return neu;
+  }
+  const sibling = siblingOf(t, neu);
+  if (!sibling) return neu;
+  try {
+    checkShape(sibling.node, neu, t.at, options.strictTemplates);
+  } catch (e) {
+    if (!(e instanceof EditError) || e.code !== "EDIT_FIXED_KEYS") throw e;
+    const at = `${t.at.slice(0, t.at.lastIndexOf("/") + 1)}${sibling.name}`;
+    throw new EditError("EDIT_FIXED_KEYS", `${e.message} (a new entry must have the keys of ${at})`, { cause: e });
+  }
   return neu;
 }
 
-/** Set (replace or create) the value at a path. */
+/**
+ * Set (replace or create) the value at a path. Missing free-form directories on the way are made (a new guest
+ * namespace, a partner namespace), so a value can be set key by key.
+ */
 export function setAt(tree: Tree, path: string, value: JsonValue, options: EditOptions = {}): Tree {
-  return updateAt(tree, splitPath(path), (t) => place(t, value, options));
+  return updateAt(tree, splitPath(path), (t) => place(t, value, options), !options.strictTemplates);
 }
 
 /** RFC 7396 JSON merge patch: objects merge key by key, `null` deletes a key, anything else replaces. */
@@ -258,15 +322,20 @@ export function mergePatch(target: JsonValue | undefined, patch: JsonValue): Jso
 
 /** Merge a patch into the value at a path (created if absent, where keys may be added). */
 export function mergeAt(tree: Tree, path: string, patch: JsonValue, options: EditOptions = {}): Tree {
-  return updateAt(tree, splitPath(path), (t) => {
-    const merged = mergePatch(t.old ? treeToValue(t.old) : undefined, patch);
-    if (merged === undefined || merged === null) {
-      if (!t.old) throw new EditError("EDIT_NOT_FOUND", `${t.at}: no such node`);
-      guardFixed(t, false, options);
-      return undefined;
-    }
-    return place(t, merged, options);
-  });
+  return updateAt(
+    tree,
+    splitPath(path),
+    (t) => {
+      const merged = mergePatch(t.old ? treeToValue(t.old) : undefined, patch);
+      if (merged === undefined || merged === null) {
+        if (!t.old) throw new EditError("EDIT_NOT_FOUND", `${t.at}: no such node`);
+        guardFixed(t, false, options);
+        return undefined;
+      }
+      return place(t, merged, options);
+    },
+    !options.strictTemplates,
+  );
 }
 
 /** Delete the node at a path: a key of a free-form directory, or a list position (later items move up). */

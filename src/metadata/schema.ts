@@ -4,9 +4,14 @@
  * the exact spelling for everything else (attributes, e-mails, partner namespaces, keys a user adds).
  */
 
+import type { JsonValue } from "../json.ts";
+
 export type Schema =
-  /** A directory with Google-defined keys; keys not listed are user keys, served verbatim. */
-  | { t: "dir"; keys: Readonly<Record<string, Field>> }
+  /**
+   * A directory with Google-defined keys; keys not listed are user keys, served verbatim. `defaults` gives the
+   * values of keys a directory named `name` always has on a VM, filled in where it is created without them.
+   */
+  | { t: "dir"; keys: Readonly<Record<string, Field>>; defaults?: (name: string) => Record<string, JsonValue> }
   /** A directory of user-chosen keys (attributes, service accounts, partner namespaces). */
   | { t: "free"; value: Schema }
   /** An array addressable element by element: `disks/0/`, `forwarded-ips/1`. */
@@ -38,7 +43,17 @@ const f = (schema: Schema, path?: string): Field => (path ? { schema, path } : {
 const dir = (keys: Record<string, Field>): Schema => ({ t: "dir", keys });
 const strings = (...names: string[]): Record<string, Field> => Object.fromEntries(names.map((n) => [n, f(S)]));
 
-export const serviceAccountSchema: Schema = dir({ aliases: f(V), email: f({ t: "email" }), scopes: f(V) });
+/**
+ * A service account lists `aliases`, `email`, `scopes` (and the `identity` and `token` endpoints) on every VM, so an
+ * account given without some of them gets them: the alias `default` for the default account (none for others), its
+ * path name as e-mail (the `default` account's must be given), and no scopes.
+ */
+export const serviceAccountSchema: Schema = {
+  t: "dir",
+  keys: { aliases: f(V), email: f({ t: "email" }), scopes: f(V) },
+  defaults: (name): Record<string, JsonValue> =>
+    name === "default" ? { aliases: ["default"], scopes: [] } : { aliases: [], email: name, scopes: [] },
+};
 
 const networkInterface = dir({
   accessConfigs: f({ t: "list", item: dir({ ...strings("externalIp", "type"), externalIpv6: f(S) }) }),

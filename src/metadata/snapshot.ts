@@ -15,6 +15,7 @@ import { etagOf } from "./etag.ts";
 export const V1 = "/computeMetadata/v1/";
 /** Guest attributes: served only when `enable-guest-attributes` is TRUE (instance attribute first, then project). */
 export const GUEST_ATTRIBUTES = `${V1}instance/guest-attributes/`;
+const INSTANCE = `${V1}instance/`;
 
 /** Headers every response carries, as on the real server. */
 export const BASE_HEADERS = {
@@ -397,6 +398,10 @@ export class Snapshot {
       if (path.length > 1) this.put(path.slice(0, -1), new Redirect(path));
       const entries: TreeEntry[] =
         t.k === "list" ? t.items.map((item, i) => ({ name: String(i), jsonKey: String(i), node: item })) : [...t.entries];
+      // Enabled guest attributes list as a directory before the first write, as on a VM.
+      if (path === INSTANCE && this.guestAttributes && !entries.some((e) => e.name === "guest-attributes")) {
+        entries.push({ name: "guest-attributes", jsonKey: "guestAttributes", node: { k: "dir", fixed: false, entries: [] } });
+      }
       if (t.k === "dir") entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       for (const e of entries) {
         const childDir = e.node.k === "dir" || e.node.k === "list";

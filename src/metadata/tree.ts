@@ -72,8 +72,20 @@ function renderDoc(v: JsonValue, indent: number | undefined, snakeKeys: boolean 
   return text.replace(/"\\u0000(\d+)\\u0000"/g, (_m, n: string) => raws[Number(n)]!);
 }
 
-/** Build a tree from config JSON against a schema. `at` names the value's place in the file. */
-export function buildTree(v: JsonValue, schema: Schema, at: string): Tree {
+/** `v` with the keys `defaults` gives that it lacks (a copy; null prototype, so any key stays data). */
+function withDefaults(v: JsonValue, defaults: Record<string, JsonValue>): JsonValue {
+  if (!isJsonObject(v)) return v;
+  const out = Object.assign(Object.create(null), v) as Record<string, JsonValue>;
+  for (const [key, value] of Object.entries(defaults)) if (out[key] === undefined || out[key] === null) out[key] = value;
+  return out as JsonValue;
+}
+
+/**
+ * Build a tree from config JSON against a schema. `at` names the value's place in the file; `name` is the node's
+ * path name where its schema fills in defaults (a service account).
+ */
+export function buildTree(value: JsonValue, schema: Schema, at: string, name?: string): Tree {
+  const v = schema.t === "dir" && schema.defaults && name !== undefined ? withDefaults(value, schema.defaults(name)) : value;
   switch (schema.t) {
     case "string": {
       const text = scalarText(v, at, "a string");
@@ -109,7 +121,7 @@ export function buildTree(v: JsonValue, schema: Schema, at: string): Tree {
         if (child === null) continue;
         const childAt = jsonPath(at, key);
         checkName(key, childAt);
-        entries.push({ name: key, jsonKey: key, node: buildTree(child, schema.value, childAt) });
+        entries.push({ name: key, jsonKey: key, node: buildTree(child, schema.value, childAt, key) });
       }
       return { k: "dir", fixed: false, entries };
     }

@@ -1,4 +1,4 @@
-// The README's library example, verbatim: if this breaks, the README is wrong.
+// The README's library example, verbatim (test/docs/examples.test.ts checks that it is): if this breaks, the README is wrong.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import * as gcpMetadata from "gcp-metadata";
 import { GoogleAuth } from "google-auth-library";
