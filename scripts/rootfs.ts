@@ -100,8 +100,22 @@ function aptOptions(arch: Arch): string[] {
   ];
 }
 
-async function apt(arch: Arch, args: string[], cwd: string): Promise<{ ok: boolean; out: string }> {
-  const p = Bun.spawn(["apt-get", ...aptOptions(arch), ...args], { cwd, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+/**
+ * `apt-get download NAME` into `cwd`, after `apt-get update` when the lists do not know it yet. Runs under an
+ * exclusive lock per architecture (flock): tests assemble several trees at once, and two updates of one private
+ * lists directory at the same time trip over each other's partial files.
+ */
+async function aptDownload(arch: Arch, name: string, cwd: string): Promise<{ ok: boolean; out: string }> {
+  const opts = aptOptions(arch);
+  const script = 'apt-get "$@" download "$PKG" || { apt-get "$@" update && apt-get "$@" download "$PKG"; }';
+  const lock = join(APT_CACHE, `${ARCHES[arch].debian}.lock`);
+  const p = Bun.spawn(["flock", lock, "sh", "-c", script, "sh", ...opts], {
+    cwd,
+    stdout: "pipe",
+    stderr: "pipe",
+    stdin: "ignore",
+    env: { ...process.env, PKG: name },
+  });
   const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   return { ok: code === 0, out: out + err };
 }
@@ -115,12 +129,7 @@ async function debFile(name: string, arch: Arch): Promise<string> {
   let found = find();
   if (found) return join(debs, found);
   if (!Bun.which("apt-get")) throw new Error(`${name} (${arch}) is not installed here and apt-get is missing to download it`);
-  let r = await apt(arch, ["download", name], debs);
-  if (!r.ok) {
-    const u = await apt(arch, ["update"], debs);
-    if (!u.ok) throw new Error(`apt-get update for ${ARCHES[arch].debian} failed:\n${u.out}`);
-    r = await apt(arch, ["download", name], debs);
-  }
+  const r = await aptDownload(arch, name, debs);
   found = find();
   if (!r.ok || !found) throw new Error(`apt-get download ${name} (${ARCHES[arch].debian}) failed:\n${r.out}`);
   return join(debs, found);
