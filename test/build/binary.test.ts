@@ -2,52 +2,23 @@
  * The single executable as released: built by scripts/build.ts (same flags as `npm run build`, with test version
  * facts), started on a free port, answering real values; `-version` prints the baked-in facts.
  *
- * The binary goes to .tmp/test-build/ and is reused while the sources and build flags are unchanged (a hash of
- * them is stored next to it), so repeated runs skip the compile.
+ * The binary is the one the distribution tests share (test/helpers/executable.ts), reused while its inputs are
+ * unchanged.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { createRemoteJWKSet, jwtVerify } from "jose";
-import { compile, versionDefines, type VersionFacts } from "../../scripts/build.ts";
+import { hostExecutable, TEST_FACTS } from "../helpers/executable.ts";
 import { makeServiceAccountKey, startFakeGoogle, type FakeGoogle } from "../fakes/google.ts";
 
-const ROOT = join(import.meta.dir, "../..");
-const OUT = join(ROOT, ".tmp", "test-build");
-const EXE = join(OUT, "gce_metadata_server");
-const FACTS: VersionFacts = { version: "9.8.7-test", date: "2001-02-03T04:05:06.000Z", commit: "0123456789ab" };
 const METADATA = { "Metadata-Flavor": "Google" };
-
-/** Every input of the build, hashed with the defines: equal hash, equal binary. */
-async function inputsHash(): Promise<string> {
-  const h = new Bun.CryptoHasher("sha256");
-  h.update(JSON.stringify(FACTS));
-  h.update(Bun.version);
-  const files: string[] = [];
-  const walk = (dir: string) => {
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else files.push(p);
-    }
-  };
-  walk(join(ROOT, "src"));
-  files.push(...["package.json", "package-lock.json", "config.json", "scripts/build.ts"].map((f) => join(ROOT, f)));
-  for (const f of files.sort()) {
-    h.update(relative(ROOT, f));
-    h.update(await Bun.file(f).arrayBuffer());
-  }
-  return h.digest("hex");
-}
+const FACTS = TEST_FACTS;
+let EXE = "";
 
 async function buildOnce(): Promise<void> {
-  const hash = await inputsHash();
-  const stamp = Bun.file(join(OUT, "inputs.sha256"));
-  if ((await stamp.exists()) && (await stamp.text()) === hash && (await Bun.file(EXE).exists())) return;
-  rmSync(join(OUT, "inputs.sha256"), { force: true });
-  await compile({ outfile: EXE, defines: versionDefines(FACTS), quiet: true });
-  await Bun.write(stamp, hash);
+  EXE = await hostExecutable();
 }
 
 interface Running {
