@@ -21,7 +21,7 @@
 import { readFileSync } from "node:fs";
 import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import type { Subprocess } from "bun";
+import { running, startListening } from "./spawn.ts";
 import { parseWrk } from "./http.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -30,7 +30,6 @@ const PATHS = [
   { name: "leaf project/project-id", path: "/computeMetadata/v1/project/project-id" },
   { name: "cached token", path: "/computeMetadata/v1/instance/service-accounts/default/token" },
 ];
-const running: Subprocess[] = [];
 
 function parseArgs(argv: string[]) {
   const o = { rounds: 5, duration: 3, connections: 32, before: "" };
@@ -51,30 +50,8 @@ function parseArgs(argv: string[]) {
 }
 
 async function start(args: string[], cwd: string, root = ROOT): Promise<{ url: string; pid: number }> {
-  const proc = Bun.spawn([BUN, join(root, "src/cli.ts"), "-port", ":0", ...args], {
-    cwd,
-    stdin: "ignore",
-    stdout: "ignore",
-    stderr: "pipe",
-  });
-  running.push(proc);
-  const reader = proc.stderr.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += decoder.decode(value, { stream: true });
-    const m = /listening url=(http:\/\/\S+)/.exec(text);
-    if (m) {
-      void (async () => {
-        while (!(await reader.read()).done);
-      })().catch(() => {});
-      return { url: m[1]!, pid: proc.pid };
-    }
-  }
-  throw new Error(`the server did not start:\n${text}`);
+  const { url, proc } = await startListening([BUN, join(root, "src/cli.ts"), "-port", ":0", ...args], cwd);
+  return { url, pid: proc.pid };
 }
 
 /** CPU ticks (user + system) a process has used; /proc counts 100 per second. */

@@ -8,6 +8,8 @@
  * Usage: bun bench/guest-writes.ts [keys=8000] [one|spread|both=both]
  * (A build where each write recompiles the whole tree takes minutes to fill 8,000 keys; run one layout there.)
  */
+import { readyPort } from "./spawn.ts";
+
 const KEYS = Number(process.argv[2] ?? 8000);
 const LAYOUT = process.argv[3] ?? "both";
 const H = { "Metadata-Flavor": "Google" };
@@ -19,17 +21,7 @@ const child = Bun.spawn([process.execPath, new URL("./guest-writes-server.ts", i
   stdout: "pipe",
   stderr: "inherit",
 });
-const port = await (async () => {
-  const reader = child.stdout.getReader();
-  let text = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("server exited before it was ready");
-    text += new TextDecoder().decode(value);
-    const m = /READY (\d+)/.exec(text);
-    if (m) return Number(m[1]);
-  }
-})();
+const port = await readyPort(child.stdout);
 const url = `http://127.0.0.1:${port}`;
 
 const put = async (ns: string, key: string, value: string) => {

@@ -28,6 +28,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { loadavg, cpus } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { running, startListening } from "./spawn.ts";
 import { compile, versionDefines, versionFacts } from "../scripts/build.ts";
 import { exportRevision } from "./revision.ts";
 
@@ -90,31 +91,10 @@ interface Target {
   proc: Subprocess;
 }
 
-const running: Subprocess[] = [];
-
 /** Start a server with `-port :0` and read the URL it logs on stderr. */
 async function start(name: string, cmd: string[], cwd: string): Promise<Target> {
-  const proc = Bun.spawn([...cmd, "-port", ":0"], { cwd, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
-  running.push(proc);
-  const reader = proc.stderr.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += decoder.decode(value, { stream: true });
-    const m = /listening url=(http:\/\/\S+)/.exec(text);
-    if (m) {
-      // Keep draining stderr so a chatty server never blocks on a full pipe.
-      void (async () => {
-        while (!(await reader.read()).done);
-      })().catch(() => {});
-      return { name, url: m[1]!, proc };
-    }
-  }
-  proc.kill();
-  throw new Error(`${name} did not log its URL:\n${text}`);
+  const { url, proc } = await startListening([...cmd, "-port", ":0"], cwd, name);
+  return { name, url, proc };
 }
 
 interface WrkResult {

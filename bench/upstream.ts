@@ -10,38 +10,14 @@
  *   node_modules/.bin/bun bench/upstream.ts [--samples 50]
  */
 import { join, resolve } from "node:path";
-import type { Subprocess } from "bun";
+import { running, startListening } from "./spawn.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const H = { "Metadata-Flavor": "Google" };
 const PATH = "/computeMetadata/v1/instance/attributes/bench";
-const running: Subprocess[] = [];
 
 async function start(args: string[]): Promise<string> {
-  const proc = Bun.spawn([process.execPath, join(ROOT, "src/cli.ts"), "-port", ":0", ...args], {
-    cwd: ROOT,
-    stdin: "ignore",
-    stdout: "ignore",
-    stderr: "pipe",
-  });
-  running.push(proc);
-  const reader = proc.stderr.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += decoder.decode(value, { stream: true });
-    const m = /listening url=(http:\/\/\S+)/.exec(text);
-    if (m) {
-      void (async () => {
-        while (!(await reader.read()).done);
-      })().catch(() => {});
-      return m[1]!;
-    }
-  }
-  throw new Error(`the server did not start:\n${text}`);
+  return (await startListening([process.execPath, join(ROOT, "src/cli.ts"), "-port", ":0", ...args], ROOT)).url;
 }
 
 const put = async (upstream: string, value: string) => {

@@ -12,6 +12,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { readyPort } from "./spawn.ts";
 
 const WAITERS = Number(process.argv[2] ?? 10_000);
 const HOST = "127.0.0.1";
@@ -33,17 +34,7 @@ const child = Bun.spawn([process.execPath, new URL("./waiters-server.ts", import
   stdout: "pipe",
   stderr: "inherit",
 });
-const port = await (async () => {
-  const reader = child.stdout.getReader();
-  let text = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("server exited before it was ready");
-    text += new TextDecoder().decode(value);
-    const m = /READY (\d+)/.exec(text);
-    if (m) return Number(m[1]);
-  }
-})();
+const port = await readyPort(child.stdout);
 const url = `http://${HOST}:${port}`;
 const H = { "Metadata-Flavor": "Google" };
 
