@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, SignJWT } from "jose";
@@ -18,7 +18,7 @@ import { readServiceAccountKey, ServiceAccountKeySource } from "../../src/creden
 import { StaticSource } from "../../src/credentials/static.ts";
 import { TpmSource } from "../../src/credentials/tpm.ts";
 import { openTpmSigner, type TpmSigner } from "../../src/tpm/signer.ts";
-import { type FakeGoogle, makeServiceAccountKey, makeSubjectIssuer, startFakeGoogle } from "../fakes/google.ts";
+import { type FakeGoogle, makeServiceAccountKey, makeExternalAccount, startFakeGoogle } from "../fakes/google.ts";
 import { requireTpmTools, startSwtpm, type Swtpm } from "../helpers/swtpm.ts";
 import { Tpm2Tools } from "../helpers/tpm2-tools.ts";
 import { CASES, type CaseName, CLOUD_PLATFORM, runSourceCases, type SourceHarness, type Subject } from "./source-cases.ts";
@@ -185,20 +185,7 @@ const HARNESSES: SourceHarness[] = [
     };
   }),
   harness("FederatedSource", { "format=full": GOOGLE_MINTS }, async () => {
-    const issuer = await makeSubjectIssuer(fake);
-    const subject = join(dir, "subject.jwt");
-    writeFileSync(subject, await issuer.sign({ sub: "workload-1", aud: `https:${WIF_AUDIENCE}` }, 3600));
-    const file = join(dir, "wif.json");
-    writeFileSync(
-      file,
-      JSON.stringify({
-        type: "external_account",
-        audience: WIF_AUDIENCE,
-        subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
-        token_url: fake.stsUrl,
-        credential_source: { file: subject },
-      }),
-    );
+    const file = await makeExternalAccount(fake, dir, { audience: WIF_AUDIENCE });
     return {
       source: await FederatedSource.open(await readAdcFile(file), { iamUrl: fake.url, idTokenKeysUrl: fake.jwksUrl }),
       account: ACCOUNT,

@@ -16,9 +16,9 @@ import { FAILURE_TTL_MS } from "../../src/credentials/token-cache.ts";
 import { createLogger } from "../../src/log.ts";
 import type { MetadataServerOptions } from "../../src/index.ts";
 import { type FaultyFront, startFaultyFront } from "../fakes/faults.ts";
-import { type FakeGoogle, makeServiceAccountKey, makeSubjectIssuer, type ServiceAccountKey, startFakeGoogle } from "../fakes/google.ts";
+import { type FakeGoogle, makeServiceAccountKey, makeExternalAccount, type ServiceAccountKey, startFakeGoogle } from "../fakes/google.ts";
 import { concurrentGets, startServer, type Started, V1 } from "../helpers/server.ts";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -322,21 +322,7 @@ describe("the other upstreams have the same deadline", () => {
   });
 
   test("-federate: STS hangs", async () => {
-    const issuer = await makeSubjectIssuer(fake);
-    const audience = "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/pool/providers/oidc";
-    const subject = join(dir, "subject.jwt");
-    writeFileSync(subject, await issuer.sign({ sub: "w", aud: `https:${audience}` }, 3600));
-    const file = join(dir, "wif.json");
-    writeFileSync(
-      file,
-      JSON.stringify({
-        type: "external_account",
-        audience,
-        subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
-        token_url: `${front.url}/v1/token`,
-        credential_source: { file: subject },
-      }),
-    );
+    const file = await makeExternalAccount(fake, dir, { tokenUrl: `${front.url}/v1/token` });
     const source = await FederatedSource.open(await readAdcFile(file), { iamUrl: fake.url });
     const s = await serve({ credentials: source, upstreamTimeoutMs: DEADLINE });
     try {

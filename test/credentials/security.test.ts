@@ -27,7 +27,7 @@ import { readServiceAccountKey, ServiceAccountKeySource } from "../../src/creden
 import { MAX_AUDIENCE_LENGTH } from "../../src/credentials/token-cache.ts";
 import { ConfigError, CredentialError } from "../../src/errors.ts";
 import { DEFAULT_CONFIG_TEXT, MetadataServer } from "../../src/index.ts";
-import { type FakeGoogle, makeServiceAccountKey, makeSubjectIssuer, startFakeGoogle } from "../fakes/google.ts";
+import { type FakeGoogle, makeServiceAccountKey, makeExternalAccount, startFakeGoogle } from "../fakes/google.ts";
 import { startServer, type Started, V1 } from "../helpers/server.ts";
 
 const CLOUD = "https://www.googleapis.com/auth/cloud-platform";
@@ -279,21 +279,7 @@ describe("8: per-scope clients are bounded", () => {
   });
 
   test("-federate: 40 scope sets leave at most 32 clients", async () => {
-    const issuer = await makeSubjectIssuer(fake);
-    const audience = "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/o";
-    const subject = join(dir, "subject.jwt");
-    writeFileSync(subject, await issuer.sign({ sub: "w", aud: `https:${audience}` }, 3600));
-    const file = join(dir, "wif.json");
-    writeFileSync(
-      file,
-      JSON.stringify({
-        type: "external_account",
-        audience,
-        subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
-        token_url: fake.stsUrl,
-        credential_source: { file: subject },
-      }),
-    );
+    const file = await makeExternalAccount(fake, dir);
     const source = await FederatedSource.open(await readAdcFile(file));
     const account = { email: DEFAULT_EMAIL, scopes: [CLOUD] };
     for (let i = 0; i < 40; i++) await source.accessToken({ account, scopes: [`https://www.googleapis.com/auth/s${i}`] });

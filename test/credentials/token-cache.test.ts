@@ -10,6 +10,17 @@ import { readServiceAccountKey, ServiceAccountKeySource } from "../../src/creden
 import { makeServiceAccountKey, startFakeGoogle, type FakeGoogle } from "../fakes/google.ts";
 import { concurrentGets, startServer, V1, type Started } from "../helpers/server.ts";
 
+/** Instance facts no test here looks at. */
+const instance = {
+  projectId: "",
+  projectNumber: "",
+  instanceId: "",
+  instanceName: "",
+  zone: "",
+  instanceCreationTimestamp: 0,
+  licenseIds: [],
+};
+
 const account = { email: "sa@example-project.iam.gserviceaccount.com", scopes: ["https://www.googleapis.com/auth/cloud-platform"] };
 
 /** A source that counts calls and mints tokens with a chosen lifetime on a controllable clock. */
@@ -69,15 +80,6 @@ describe("TokenCache (unit)", () => {
     await cache.accessToken(account, ["b", "a"]);
     await cache.accessToken(account, ["a", "b", "a"]);
     expect(calls.access).toBe(1);
-    const instance = {
-      projectId: "",
-      projectNumber: "",
-      instanceId: "",
-      instanceName: "",
-      zone: "",
-      instanceCreationTimestamp: 0,
-      licenseIds: [],
-    };
     for (const format of ["standard", "full"] as const) {
       await cache.idToken({ account, audience: "a", format, licenses: false, instance });
       await cache.idToken({ account, audience: "b", format, licenses: false, instance });
@@ -269,15 +271,6 @@ describe("TokenCache off the happy path", () => {
 });
 
 describe("TokenCache bounds", () => {
-  const instance = {
-    projectId: "",
-    projectNumber: "",
-    instanceId: "",
-    instanceName: "",
-    zone: "",
-    instanceCreationTimestamp: 0,
-    licenseIds: [],
-  };
   const id = (audience: string) => ({ account, audience, format: "standard" as const, licenses: false, instance });
 
   test("bytes: long audiences fill the byte budget, not memory; the held bytes stay under it", async () => {

@@ -824,3 +824,30 @@ export async function makeSubjectIssuer(
     },
   };
 }
+
+/**
+ * Write an `external_account` configuration (what `gcloud iam workload-identity-pools create-cred-config` makes)
+ * whose subject token, in a file beside it, is signed by a new issuer the fake trusts. Returns the file's path.
+ */
+export async function makeExternalAccount(
+  fake: FakeGoogle,
+  dir: string,
+  opts: { audience?: string; tokenUrl?: string } = {},
+): Promise<string> {
+  const audience = opts.audience ?? "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/o";
+  const issuer = await makeSubjectIssuer(fake);
+  const subject = join(dir, "subject.jwt");
+  await writeFile(subject, await issuer.sign({ sub: "workload-1", aud: `https:${audience}` }, 3600));
+  const file = join(dir, "wif.json");
+  await writeFile(
+    file,
+    JSON.stringify({
+      type: "external_account",
+      audience,
+      subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
+      token_url: opts.tokenUrl ?? fake.stsUrl,
+      credential_source: { file: subject },
+    }),
+  );
+  return file;
+}

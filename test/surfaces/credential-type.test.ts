@@ -3,11 +3,11 @@
  * static tokens laid over it exactly once (one composition root: `static+emulated`, never `static+static+…`).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type CredentialSpec, MetadataServer, type MetadataServerOptions } from "../../src/index.ts";
-import { type FakeGoogle, makeServiceAccountKey, startFakeGoogle } from "../fakes/google.ts";
+import { type FakeGoogle, makeExternalAccount, makeServiceAccountKey, startFakeGoogle } from "../fakes/google.ts";
 import { runCli } from "../helpers/cli.ts";
 import { requireTpmTools, startSwtpm, type Swtpm } from "../helpers/swtpm.ts";
 import { Tpm2Tools } from "../helpers/tpm2-tools.ts";
@@ -27,19 +27,7 @@ beforeAll(async () => {
   keyFile = (await makeServiceAccountKey(fake)).path;
   const tools = await Tpm2Tools.on(tpm);
   await tools.persistKey(await tools.generateRsaKey("sa"), HANDLE);
-  const subject = join(dir, "subject.jwt");
-  writeFileSync(subject, "eyJhbGciOiJub25lIn0.e30.");
-  externalAccount = join(dir, "wif.json");
-  writeFileSync(
-    externalAccount,
-    JSON.stringify({
-      type: "external_account",
-      audience: "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/o",
-      subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
-      token_url: fake.stsUrl,
-      credential_source: { file: subject },
-    }),
-  );
+  externalAccount = await makeExternalAccount(fake, dir);
 }, 120_000);
 
 afterAll(async () => {
