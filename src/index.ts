@@ -14,7 +14,7 @@ import type { Server } from "bun";
 import defaultConfigText from "../config.json" with { type: "text" };
 import { ChangeHub } from "./changes/hub.ts";
 import { Clock } from "./clock.ts";
-import { defaultMaxWaiters, readOpenFileLimit } from "./changes/limit.ts";
+import { defaultMaxWaiters, openFileLimit } from "./changes/limit.ts";
 import { parseConfigText } from "./config/claims.ts";
 import { ConfigStore, type ReloadStats } from "./config/store.ts";
 import type { UpstreamWatch } from "./config/upstream.ts";
@@ -282,8 +282,8 @@ export class MetadataServer {
       base = new EmulatedIssuer({ now: this.clock.now, lifetimeSeconds: this.tokenLifetime / 1000 });
     }
 
-    // Without a given cap, start() derives one from the open-file limit (changes/limit.ts).
-    this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? 0 });
+    // Without a given cap, the first wait derives one from the open-file limit (changes/limit.ts).
+    this.changes = new ChangeHub({ maxWaiters: options.maxWaiters ?? (() => defaultMaxWaiters(openFileLimit())) });
     this.store = new ConfigStore({
       claims: {
         overrides: this.env,
@@ -482,7 +482,6 @@ export class MetadataServer {
     try {
       // Metrics first, so /readyz answers (not ready) while the config loads and the credentials open.
       if (recorder && !this.metricsServer) this.metricsServer = serveMetrics(recorder, sc.metrics!, () => this.notReady());
-      if (this.options.maxWaiters === undefined) this.changes.maxWaiters = defaultMaxWaiters(await readOpenFileLimit());
       if (this.upstreamUrl && !this.upstreamWatch) await this.readUpstream(this.upstreamUrl);
       if (!this.store.snapshot) {
         if (this.options.configFile) await this.store.loadFile(this.options.configFile);

@@ -59,8 +59,12 @@ interface Bucket {
 }
 
 export interface ChangeHubOptions {
-  /** Most requests that may hang at once; 0 (default) means no limit. The live server reportedly allows 500. */
-  maxWaiters?: number;
+  /**
+   * Most requests that may hang at once; 0 (default) means no limit. The live server reportedly allows 500. A
+   * function is called once, at the first wait (or read of `maxWaiters`): the default cap reads the open-file
+   * limit, which costs start-up time a server that never holds a request need not pay.
+   */
+  maxWaiters?: number | (() => number);
 }
 
 /** The ETag a waiter compares: recursive JSON for recursive directory waits, the default rendering otherwise. */
@@ -75,11 +79,20 @@ export class ChangeHub implements WaitService {
   private readonly buckets = new Map<string, Bucket>();
   private count = 0;
   private closed = false;
-  /** Most requests that may hang at once; 0 means no limit. */
-  maxWaiters: number;
+  private cap: number | (() => number);
 
   constructor(options: ChangeHubOptions = {}) {
-    this.maxWaiters = options.maxWaiters ?? 0;
+    this.cap = options.maxWaiters ?? 0;
+  }
+
+  /** Most requests that may hang at once; 0 means no limit. */
+  get maxWaiters(): number {
+    if (typeof this.cap === "function") this.cap = this.cap();
+    return this.cap;
+  }
+
+  set maxWaiters(n: number) {
+    this.cap = n;
   }
 
   /** Requests hanging right now. */
@@ -96,7 +109,8 @@ export class ChangeHub implements WaitService {
     // A different last_etag (`0` and `NONE` included: never real ETags) answers at once.
     if (req.lastEtag !== undefined && req.lastEtag !== currentEtag) return Promise.resolve();
     if (req.signal.aborted || req.timeoutSec === 0 || this.closed) return Promise.resolve();
-    if (this.maxWaiters > 0 && this.count >= this.maxWaiters) return Promise.reject(new TooManyWaiters(this.maxWaiters));
+    const max = this.maxWaiters;
+    if (max > 0 && this.count >= max) return Promise.reject(new TooManyWaiters(max));
     const key = (req.recursive ? "r" : "p") + req.path;
     let bucket = this.buckets.get(key);
     if (!bucket) {

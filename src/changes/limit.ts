@@ -30,12 +30,3 @@ export function defaultMaxWaiters(limit: number | undefined): number {
   if (limit === undefined || Number.isNaN(limit)) return UNKNOWN_LIMIT_WAITERS;
   return Math.max(1, Math.min(MAX_DEFAULT_WAITERS, Math.floor(limit / 2)));
 }
-
-/** The same, read without node:fs (which costs the compiled server ~3 MB at start-up). */
-export async function readOpenFileLimit(): Promise<number | undefined> {
-  try {
-    return openFileLimit(await Bun.file(LIMITS).text());
-  } catch {
-    return undefined;
-  }
-}
