@@ -42,7 +42,8 @@ import { asLogger, type Logger, type LoggerLike, silentLogger } from "./log.ts";
 import { metadataBaseUrl } from "./metadata/client.ts";
 import { DEFAULT_GUEST_LIMITS, type GuestAttributeLimits } from "./metadata/guest.ts";
 import type { Snapshot } from "./metadata/snapshot.ts";
-import { fanOut, Metrics, type MetricsHooks, NO_METRICS } from "./observability/metrics.ts";
+import { fanOut, lateEvents, type MetricsHooks, NO_METRICS } from "./observability/hooks.ts";
+import type { Metrics } from "./observability/metrics.ts";
 import { type MetricsListenOptions, serveMetrics } from "./observability/metrics-server.ts";
 import { instrument } from "./observability/requests.ts";
 import { VERSION } from "./version.ts";
@@ -72,7 +73,7 @@ export { type FaultAction, FaultRules, type FaultRuleView, type FaultSpec, parse
 export type { GuestAttributeLimits } from "./metadata/guest.ts";
 export { createLogger, type Logger, type LoggerLike } from "./log.ts";
 export { Snapshot } from "./metadata/snapshot.ts";
-export type { MetricsHooks } from "./observability/metrics.ts";
+export type { MetricsHooks } from "./observability/hooks.ts";
 export type { MetricsListenOptions } from "./observability/metrics-server.ts";
 
 /** The config bundled with the program: a VM in project `example-project`. */
@@ -193,7 +194,8 @@ export class MetadataServer {
   /** Fault-injection rules (`add({...})`, `list()`, `remove(id)`, `clear()`); see http/faults.ts. */
   readonly faults: FaultRules;
   private server: Server<unknown> | undefined;
-  private readonly metricsRecorder: Metrics | undefined;
+  /** Made by start() when `serverConfig.metrics` is set: prom-client loads only then. */
+  private metricsRecorder: Metrics | undefined;
   private metricsServer: Server<unknown> | undefined;
   private readonly options: MetadataServerOptions;
   private readonly env: Environment;
@@ -238,7 +240,6 @@ export class MetadataServer {
     ] as const) {
       if (!Number.isSafeInteger(v) || v < 1) throw new UsageError("USAGE", `${name} must be a positive integer, found ${v}`);
     }
-    this.metricsRecorder = sc.metrics ? new Metrics({ version: VERSION }) : undefined;
     const upstreamTimeoutMs = options.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS;
     if (!(upstreamTimeoutMs > 0 && upstreamTimeoutMs <= MAX_UPSTREAM_TIMEOUT_MS)) {
       throw new UsageError("BAD_DURATION", `upstreamTimeoutMs must be more than 0 and at most ${MAX_UPSTREAM_TIMEOUT_MS} (4 minutes)`);
@@ -256,7 +257,8 @@ export class MetadataServer {
         });
       },
     };
-    this.tokenEvents = fanOut(fanOut(options.tokenEvents, this.metricsRecorder?.tokenEvents), failureLog);
+    const toMetrics = sc.metrics ? lateEvents(() => this.metricsRecorder?.tokenEvents) : undefined;
+    this.tokenEvents = fanOut(fanOut(options.tokenEvents, toMetrics), failureLog);
     this.clock = new Clock();
     this.tokenLifetime = tokenLifetimeMs(options.tokenLifetime);
 
@@ -310,7 +312,6 @@ export class MetadataServer {
     const faults = new FaultRules({ onChange: (active) => (this.state.faults = active ? faults.apply : undefined), log: this.log });
     this.faults = faults;
     for (const f of options.faults ?? []) faults.add(f);
-    this.metricsRecorder?.faultHits(() => faults.list());
     this.lifecycle = new Lifecycle({
       tree: () => this.store.current.tree,
       edit: (fn) => {
@@ -478,8 +479,15 @@ export class MetadataServer {
     const sc = this.options.serverConfig ?? {};
     const notes: Note[] = [];
     let opened: CredentialSource | undefined;
-    const recorder = this.metricsRecorder;
     try {
+      if (sc.metrics && !this.metricsRecorder) {
+        const { Metrics } = await import("./observability/metrics.ts");
+        const m = new Metrics({ version: VERSION });
+        m.faultHits(() => this.faults.list());
+        this.metricsRecorder = m;
+        this.state.metrics = m;
+      }
+      const recorder = this.metricsRecorder;
       // Metrics first, so /readyz answers (not ready) while the config loads and the credentials open.
       if (recorder && !this.metricsServer) this.metricsServer = serveMetrics(recorder, sc.metrics!, () => this.notReady());
       if (this.upstreamUrl && !this.upstreamWatch) await this.readUpstream(this.upstreamUrl);

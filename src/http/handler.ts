@@ -33,7 +33,7 @@ import { flag, parseQuery, type Params } from "./query.ts";
 import { normalisePath, pathAndQuery, splitUrl } from "../metadata/path.ts";
 import { redact, type Logger } from "../log.ts";
 import type { Account } from "../credentials/source.ts";
-import type { MetricsHooks } from "../observability/metrics.ts";
+import type { MetricsHooks } from "../observability/hooks.ts";
 import type { WaitService } from "../changes/hub.ts";
 
 /** What one request is answered from: a snapshot, and the waits held on it. */

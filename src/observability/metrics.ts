@@ -20,6 +20,7 @@ import type { Counter, Gauge, Registry } from "prom-client";
 import type { TokenCacheEvents } from "../credentials/token-cache.ts";
 import type { SourceDescription } from "../credentials/source.ts";
 import { UpstreamError, type UpstreamKind } from "../errors.ts";
+import type { MetricsHooks } from "./hooks.ts";
 
 /** `source` label values of upstream failures: the credential modes; anything else is `other`. */
 const SOURCE_LABELS = new Set(["emulated", "static", "serviceAccountKey", "impersonated", "federated", "tpm"]);
@@ -30,33 +31,6 @@ export function failureLabels(source: string, error: unknown): { source: string;
   return { source: SOURCE_LABELS.has(base) ? base : "other", kind: error instanceof UpstreamError ? error.kind : "other" };
 }
 
-/** What request handling, wait_for_change and reload code call; cheap no-ops when metrics are off. */
-export interface MetricsHooks {
-  /**
-   * Hanging GETs (`wait_for_change=true`): `inc()` when a request starts waiting, `dec()` exactly once when it stops
-   * (change, timeout, or client gone). `hang()` in http/handler.ts already does this around `WaitService.wait`, so
-   * a WaitService implementation must not count again.
-   */
-  readonly waiting: { inc(): void; dec(): void };
-  /**
-   * Config reloads, one call per attempt: `succeeded()` after a new config went live, `failed()` when a changed
-   * config is rejected and the old snapshot keeps serving. `MetadataServer.applyConfigText` (the file watcher) and
-   * `MetadataServer.replaceClaims` (library, control API `PUT /emulator/v1/config`) already report both; control-API
-   * edits of single values are not reloads. New code that loads a whole config some other way calls these itself.
-   */
-  readonly reloads: { succeeded(): void; failed(): void };
-}
-
-const noop = () => {};
-
-/** Hooks for a server without metrics: every call is a no-op. */
-export const NO_METRICS: MetricsHooks = Object.freeze({
-  waiting: Object.freeze({ inc: noop, dec: noop }),
-  reloads: Object.freeze({ succeeded: noop, failed: noop }),
-});
-
-/** Label for requests whose path is not in the snapshot or among the server's other routes. */
-export const OTHER_ROUTE = "{other}";
 
 /** Go's prometheus.DefBuckets, with sub-millisecond buckets in front: most answers here take microseconds. */
 export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -168,9 +142,8 @@ export interface MetricsOptions {
 }
 
 /**
- * prom-client, loaded when the first Metrics is made: importing it up front cost the compiled server ~4.5 ms
- * (a third of its start-up) and ~3 MB (bench/startup.ts), and only `-metricsEnabled` needs it. Bun's `require` is
- * synchronous and the bundler keeps the package lazy behind it.
+ * prom-client, loaded when the first Metrics is made. This module itself is reached only through a dynamic import
+ * when metrics are on (MetadataServer.start), which keeps both off the start-up path of a server without them.
  */
 let prom: typeof PromClient | undefined;
 const promClient = (): typeof PromClient => (prom ??= require("prom-client") as typeof PromClient);
@@ -352,31 +325,4 @@ export class Metrics implements MetricsHooks {
   text(): Promise<string> {
     return this.registry.metrics();
   }
-}
-
-/** Both sets of token-cache events, for a caller that brings its own and metrics that need theirs. */
-export function fanOut(a: TokenCacheEvents | undefined, b: TokenCacheEvents | undefined): TokenCacheEvents | undefined {
-  if (!a || !b) return a ?? b;
-  return {
-    hit: (k) => {
-      a.hit?.(k);
-      b.hit?.(k);
-    },
-    miss: (k) => {
-      a.miss?.(k);
-      b.miss?.(k);
-    },
-    upstream: (k, s, ok) => {
-      a.upstream?.(k, s, ok);
-      b.upstream?.(k, s, ok);
-    },
-    refreshFailed: (k, e) => {
-      a.refreshFailed?.(k, e);
-      b.refreshFailed?.(k, e);
-    },
-    failed: (k, e, s, source) => {
-      a.failed?.(k, e, s, source);
-      b.failed?.(k, e, s, source);
-    },
-  };
 }

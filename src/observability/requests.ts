@@ -11,7 +11,8 @@ import type { Entry, Snapshot } from "../metadata/snapshot.ts";
 import { entryTemplate } from "../metadata/template.ts";
 import { normalisePath, splitUrl } from "../metadata/path.ts";
 import type { Logger } from "../log.ts";
-import { OTHER_ROUTE, type Metrics, type RouteInstruments } from "./metrics.ts";
+import { OTHER_ROUTE } from "./hooks.ts";
+import type { Metrics, RouteInstruments } from "./metrics.ts";
 
 /** A listener's fetch handler; the second argument (Bun's server) is passed through untouched. */
 export type Fetch<S = never> = (request: Request, server: S) => Response | Promise<Response>;
