@@ -31,7 +31,6 @@ export function failureLabels(source: string, error: unknown): { source: string;
   return { source: SOURCE_LABELS.has(base) ? base : "other", kind: error instanceof UpstreamError ? error.kind : "other" };
 }
 
-
 /** Go's prometheus.DefBuckets, with sub-millisecond buckets in front: most answers here take microseconds. */
 export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const UPSTREAM_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
