@@ -41,10 +41,15 @@ export async function main(argv: string[], env: Record<string, string | undefine
   process.once("SIGINT", () => signalled.resolve("SIGINT"));
   process.once("SIGTERM", () => signalled.resolve("SIGTERM"));
 
-  const [{ createLogger, levelForVerbosity }, { listenerConfig, credentialSpec, serverOptions }] = await Promise.all([
+  // The Go emulator reads ./config.json by default; without one we serve the bundled VM so a first run just works.
+  // With -upstream there is no bundled VM: the upstream's tree is served. The file is looked for while the code loads.
+  const defaultFile = flags.upstream || flags.explicit.has("configFile") ? undefined : Bun.file(flags.configFile).exists();
+  const [{ createLogger, levelForVerbosity }, { listenerConfig, credentialSpec, serverOptions }, { MetadataServer }] = await Promise.all([
     import("./log.ts"),
     import("./cli/options.ts"),
+    import("./index.ts"),
   ]);
+  const bundled = defaultFile !== undefined && !(await defaultFile);
   const log = createLogger(levelForVerbosity(flags.v));
   // Lines about flags wait until the server is up: a start-up error is the only line an operator sees.
   const warnings: string[] = [];
@@ -53,9 +58,6 @@ export async function main(argv: string[], env: Record<string, string | undefine
   let maintenance: import("./events/lifecycle.ts").MaintenanceSpec | undefined;
   let preemption: import("./events/lifecycle.ts").PreemptionSpec | undefined;
   let options: import("./index.ts").MetadataServerOptions;
-  // The Go emulator reads ./config.json by default; without one we serve the bundled VM so a first run just works.
-  // With -upstream there is no bundled VM: the upstream's tree is served.
-  const bundled = !flags.upstream && !flags.explicit.has("configFile") && !(await Bun.file(flags.configFile).exists());
   try {
     options = { ...serverOptions(flags, env, bundled), serverConfig: listenerConfig(flags, warn) };
     if (flags.simulateMaintenance || flags.simulatePreemption) {
@@ -73,7 +75,6 @@ export async function main(argv: string[], env: Record<string, string | undefine
     return 2;
   }
 
-  const { MetadataServer } = await import("./index.ts");
   let server: InstanceType<typeof MetadataServer>;
   try {
     options.credentials = credentialSpec(flags, warn);
