@@ -52,15 +52,40 @@ function reviver(this: unknown, _key: string, value: unknown, context?: { source
 export function parseJson(text: string): JsonValue {
   checkDepth(text);
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  let v: JsonValue;
   try {
-    return JSON.parse(body, reviver as (key: string, value: unknown) => unknown) as JsonValue;
+    v = JSON.parse(body, reviver as (key: string, value: unknown) => unknown) as JsonValue;
   } catch {
-    return parsePositioned(text);
+    v = parsePositioned(text);
   }
+  if (typeof v === "object" && v !== null) parsed.add(v);
+  return v;
+}
+
+/** Values parseJson returned: JsonValue throughout, so they need no conversion by fromPlain. */
+const parsed = new WeakSet<object>();
+
+/** Whether `v` is a document parseJson returned (and so JsonValue all the way down, unless changed since). */
+export function isParsedJson(v: unknown): v is JsonValue {
+  return typeof v === "object" && v !== null && parsed.has(v);
+}
+
+/**
+ * Whether the text holds at most MAX_JSON_DEPTH opening brackets, so it cannot nest deeper. Native `indexOf` steps
+ * from bracket to bracket: a typical config is accepted in a few dozen steps instead of a pass over every character
+ * (which at start-up also costs a JIT compile).
+ */
+function fewBrackets(text: string): boolean {
+  let n = 0;
+  for (const open of ["{", "["]) {
+    for (let i = text.indexOf(open); i >= 0; i = text.indexOf(open, i + 1)) if (++n > MAX_JSON_DEPTH) return false;
+  }
+  return true;
 }
 
 /** Throws CONFIG_TOO_DEEP when brackets outside strings nest past the cap; one linear pass, no recursion. */
 function checkDepth(text: string): void {
+  if (fewBrackets(text)) return;
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {
