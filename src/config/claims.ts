@@ -4,7 +4,7 @@
  */
 import type { Environment } from "../environment.ts";
 import { ConfigError, unreadableReason } from "../errors.ts";
-import { fromPlain, isJsonObject, JsonNumber, JsonSyntaxError, type JsonObject, type JsonValue, parseJson } from "../json.ts";
+import { fromPlain, isJsonObject, isParsedJson, JsonNumber, JsonSyntaxError, type JsonObject, type JsonValue, parseJson } from "../json.ts";
 import { accountEmailProblem } from "../metadata/identity.ts";
 import { mergePatch } from "../metadata/edit.ts";
 import { buildTree, type Tree } from "../metadata/tree.ts";
@@ -138,11 +138,37 @@ function normaliseAccounts(v1: JsonObject, requireDefault: boolean, source: stri
   }
 }
 
+/**
+ * A parsed document with fresh copies of the objects applyOverrides and normaliseAccounts write to (the document,
+ * `computeMetadata`, `v1`, `project`, `instance`, its `serviceAccounts` and each account); the rest is shared.
+ */
+function writableCopy(doc: JsonValue): JsonValue {
+  const clone = (o: JsonValue | undefined): JsonObject | undefined =>
+    isJsonObject(o) ? (Object.assign(Object.create(null), o) as JsonObject) : undefined;
+  const top = clone(doc);
+  const cm = clone(top?.computeMetadata);
+  const v1 = clone(cm?.v1);
+  if (!top || !cm || !v1) return top ?? doc;
+  top.computeMetadata = cm;
+  cm.v1 = v1;
+  const project = clone(v1.project);
+  if (project) v1.project = project;
+  const instance = clone(v1.instance);
+  const accounts = clone(instance?.serviceAccounts);
+  if (instance) v1.instance = instance;
+  if (instance && accounts) {
+    instance.serviceAccounts = accounts;
+    for (const key of Object.keys(accounts)) accounts[key] = clone(accounts[key]) ?? accounts[key]!;
+  }
+  return top;
+}
+
 /** Check a config document and build the v1 tree from it. Throws ConfigError naming the JSON path at fault. */
 export function claimsFromDocument(doc: JsonValue | object, options: ClaimsOptions = {}): Tree {
   const source = options.source ?? "config";
-  // Work on a copy: overrides and normalisation must not leak into the caller's object.
-  const copy = fromPlain(doc);
+  // Work on a copy: overrides and normalisation must not leak into the caller's object. A parsed document is
+  // JsonValue already: only the objects they change are copied, not the whole document.
+  const copy = isParsedJson(doc) ? writableCopy(doc) : fromPlain(doc);
   const v1 = v1Of(copy, source);
   applyOverrides(v1, options.overrides ?? {}, source);
   return treeFromV1(v1, { requireDefaultAccount: options.requireDefaultAccount ?? false, source, root: ROOT });

@@ -185,6 +185,27 @@ describe("environment overrides (Go emulator)", () => {
     }
   });
 
+  test("overrides and normalisation leave the caller's document as it was, parsed or plain", () => {
+    const env = {
+      GOOGLE_PROJECT_ID: "other-project",
+      GOOGLE_NUMERIC_PROJECT_ID: "42",
+      GOOGLE_SERVICE_ACCOUNT: "app@other-project.iam.gserviceaccount.com",
+    };
+    const only = '{"computeMetadata":{"v1":{"instance":{"serviceAccounts":{"default":{"email":"sa@p.iam.gserviceaccount.com"}}}}}}';
+    for (const text of [DEFAULT_CONFIG_TEXT, only]) {
+      for (const doc of [parseConfigText(text) as object, JSON.parse(text) as object]) {
+        const before = JSON.stringify(doc);
+        const s = snap(doc, env);
+        expect(body(s, "project/project-id")).toBe("other-project");
+        expect(body(s, "instance/service-accounts/")).toBe("app@other-project.iam.gserviceaccount.com/\ndefault/\n");
+        expect(body(s, "universe/universe-domain")).toBe("googleapis.com");
+        expect(JSON.stringify(doc)).toBe(before);
+        // The same document compiles the same way again (a reload, an upstream tree laid under it).
+        expect(body(snap(doc, env), "instance/service-accounts/default/aliases")).toBe("default\n");
+      }
+    }
+  });
+
   test("a config with only the default account also serves it under its e-mail", () => {
     const s = snap(v1({ instance: { serviceAccounts: { default: { email: "sa@p.iam.gserviceaccount.com", scopes: ["s"] } } } }));
     expect(body(s, "instance/service-accounts/")).toBe("default/\nsa@p.iam.gserviceaccount.com/\n");
