@@ -11,15 +11,25 @@ const RANK: Record<Level, number> = { error: 0, warn: 1, info: 2, debug: 3, trac
  * Patterns of secrets. Each runs in linear time: no pattern lets a repeated part rescan what an earlier attempt
  * already scanned (a JWT is found by the runs it lives in, below, not by a backtracking pattern).
  */
-const SECRET_PATTERNS: Array<[RegExp, string | ((run: string) => string)]> = [
-  [/ya29\.[\w.-]+/g, "[redacted]"], // OAuth2 access tokens
-  [/[\w.-]+/g, redactJwtIn], // JWTs and JWS (ID tokens, assertions), found run by run
-  [/-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g, "[redacted]"],
+const SECRET_PATTERNS: Array<[RegExp, string | ((run: string) => string), (text: string) => boolean]> = [
+  [/ya29\.[\w.-]+/g, "[redacted]", (t) => t.includes("ya29.")], // OAuth2 access tokens
+  [/[\w.-]+/g, redactJwtIn, (t) => t.includes("eyJ")], // JWTs and JWS (ID tokens, assertions), found run by run
+  [
+    /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g,
+    "[redacted]",
+    (t) => t.includes("PRIVATE KEY-----"),
+  ],
   [
     /("?(?:access_token|id_token|assertion|private_key|refresh_token|client_secret|subject_token)"?\s*[:=]\s*"?)[^"&\s,}]+/gi,
     "$1[redacted]",
+    (t) => {
+      const lower = t.toLowerCase();
+      return KEYWORDS.some((k) => lower.includes(k));
+    },
   ],
 ];
+/** Words the last pattern needs (it matches case-insensitively); text without any of them cannot match it. */
+const KEYWORDS = ["token", "assertion", "private_key", "client_secret"];
 
 /**
  * A run of `[\w.-]` characters with `eyJ` (base64 of `{"`) followed by a dot somewhere after it: from `eyJ` to the
@@ -36,10 +46,13 @@ export const MAX_SCANNED = 64 * 1024;
 /** Longest logged value (and message), after redaction; longer ones are cut and marked. */
 export const MAX_LOGGED = 2048;
 
-/** Replace anything that looks like a credential with `[redacted]`. */
+/**
+ * Replace anything that looks like a credential with `[redacted]`. Each pattern runs only on text holding what it
+ * cannot match without (a plain substring test): most lines hold none, and skip the regular expressions.
+ */
 export function redact(text: string): string {
   let out = text.length > MAX_SCANNED ? `${text.slice(0, MAX_SCANNED)}…` : text;
-  for (const [re, replacement] of SECRET_PATTERNS) out = out.replace(re, replacement as string);
+  for (const [re, replacement, may] of SECRET_PATTERNS) if (may(out)) out = out.replace(re, replacement as string);
   return out;
 }
 

@@ -223,6 +223,18 @@ describe("log redaction is linear and logged fields are cut (finding 11)", () =>
     expect(performance.now() - t0).toBeLessThan(2000);
   });
 
+  test("each pattern still redacts (the substring pre-checks skip only text it cannot match)", () => {
+    expect(redact("token ya29.a0AbC-d_e.f")).toBe("token [redacted]");
+    expect(redact("key -----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY----- done")).toBe("key [redacted] done");
+    expect(redact('{"Access_Token": "s3cr3t"}')).toBe('{"Access_Token": "[redacted]"}');
+    expect(redact('{"CLIENT_SECRET":"x1"}')).toBe('{"CLIENT_SECRET":"[redacted]"}');
+    expect(redact("grant_type=jwt&Assertion=abc.def")).toBe("grant_type=jwt&Assertion=[redacted]");
+    expect(redact("subject_TOKEN=zzz")).toBe("subject_TOKEN=[redacted]");
+    expect(redact("private_key: abc")).toBe("private_key: [redacted]");
+    const plain = "metadata server listening url=http://127.0.0.1:8080 version=1.2.3";
+    expect(redact(plain)).toBe(plain);
+  });
+
   test("JWTs are still redacted, whole or cut short; long fields are cut", () => {
     const jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl";
     expect(redact(`a ${jwt} b`)).toBe("a [redacted] b");
