@@ -8,8 +8,19 @@ import type { Subprocess } from "bun";
 export const running: Subprocess[] = [];
 
 /** Spawn `cmd` in `cwd` and resolve with its URL once logged; throws with what it printed when it never is. */
-export async function startListening(cmd: string[], cwd: string, what = "the server"): Promise<{ url: string; proc: Subprocess }> {
-  const proc = Bun.spawn(cmd, { cwd, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+export async function startListening(
+  cmd: string[],
+  cwd: string,
+  what = "the server",
+  env?: Record<string, string>,
+): Promise<{ url: string; proc: Subprocess }> {
+  const proc = Bun.spawn(cmd, {
+    cwd,
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "pipe",
+    ...(env ? { env: { ...process.env, ...env } } : {}),
+  });
   running.push(proc);
   const reader = proc.stderr.getReader();
   const decoder = new TextDecoder();

@@ -15,10 +15,17 @@
  * (its AOT composer), which has broken under identifier renaming before; `--minify-identifiers` buys ~0.3 MB of
  * a ~110 MB file and nothing measurable at start-up, so it is not worth the risk.
  * Bytecode: `--bytecode` stores precompiled JavaScriptCore bytecode and cuts start-up (see bench/startup.ts).
+ * Start-up JIT policy: the executable starts with JavaScriptCore's tier-up thresholds scaled by START_JIT_POLICY, so
+ * code that runs only while it starts (flags, config compile) stays in the interpreter instead of paying for ~16
+ * baseline compiles; the CLI sets the normal policy back once it listens.
+ * Release builds (`buildHost`, `buildTargets`, the image) are laid out by a recorded start (`--bytecode-order`): one
+ * build is run once, and the next puts the bytecode that run used first.
  */
 import { $ } from "bun";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { startListening } from "../bench/spawn.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 
@@ -34,6 +41,13 @@ export const TARGETS = {
 export type TargetName = keyof typeof TARGETS;
 
 export const BINARY_NAME = "gce_metadata_server";
+
+/**
+ * JavaScriptCore's tier-up thresholds are this many times the normal ones until the server listens (src/cli.ts sets
+ * 1 then). At 10 nothing the server runs before its first answer is compiled; measured in bench/startup.ts, that
+ * is about 9% of the start-up time and 2 MB of memory.
+ */
+export const START_JIT_POLICY = 10;
 
 export interface VersionFacts {
   version: string;
@@ -66,6 +80,8 @@ export interface CompileOptions {
   /** Values for `--define NAME=JSON`. */
   defines?: Record<string, string>;
   quiet?: boolean;
+  /** A file `recordBytecodeOrder` wrote: the bytecode that run used is laid out first. */
+  bytecodeOrder?: string;
 }
 
 /** One `bun build --compile`; throws with Bun's output when it fails. */
@@ -80,6 +96,8 @@ export async function compile(o: CompileOptions): Promise<string> {
     "--format=esm",
     "--splitting",
     ...(o.bytecode === false ? [] : ["--bytecode"]),
+    ...(o.bytecode !== false && o.bytecodeOrder ? [`--bytecode-order=${o.bytecodeOrder}`] : []),
+    `--compile-jit-policy=${START_JIT_POLICY}`,
     ...(o.target ? [`--target=${o.target}`] : []),
     ...Object.entries(o.defines ?? {}).flatMap(([k, v]) => ["--define", `${k}=${JSON.stringify(v)}`]),
     // The TPM worker is an entry point of its own: a compiled executable finds a Worker's code only there.
@@ -95,6 +113,45 @@ export async function compile(o: CompileOptions): Promise<string> {
   return o.target?.includes("windows") && !o.outfile.endsWith(".exe") ? `${o.outfile}.exe` : o.outfile;
 }
 
+/**
+ * Start `exe` as most people do (no config file: the bundled VM), read one value, stop it, and leave the record of
+ * the bytecode it used in `file` (Bun's BUN_BYTECODE_ORDER_OUT). Throws when the run or the record fails.
+ */
+export async function recordBytecodeOrder(exe: string, file: string): Promise<void> {
+  const cwd = await mkdtemp(join(tmpdir(), "gce-order-run-"));
+  try {
+    const { url, proc } = await startListening([exe, "-port", ":0"], cwd, exe, { BUN_BYTECODE_ORDER_OUT: file });
+    const r = await fetch(`${url}/computeMetadata/v1/project/project-id`, { headers: { "Metadata-Flavor": "Google" } });
+    await r.arrayBuffer();
+    proc.kill("SIGINT");
+    const code = await proc.exited;
+    if (r.status !== 200 || code !== 0) throw new Error(`${exe}: the recorded start answered ${r.status} and exited ${code}`);
+  } finally {
+    await rm(cwd, { recursive: true, force: true });
+  }
+  if (!(await Bun.file(file).exists())) throw new Error(`${exe} wrote no bytecode order to ${file}`);
+}
+
+/**
+ * Run `build` with the bytecode order of a recorded start of this host's executable (built from the same sources
+ * into a temporary directory, which goes afterwards). Without bytecode there is no order to record.
+ */
+export async function withStartupOrder<T>(
+  base: Omit<CompileOptions, "outfile" | "target">,
+  build: (bytecodeOrder: string | undefined) => Promise<T>,
+): Promise<T> {
+  if (base.bytecode === false) return build(undefined);
+  const dir = await mkdtemp(join(tmpdir(), "gce-order-"));
+  try {
+    const exe = await compile({ ...base, outfile: join(dir, BINARY_NAME), quiet: true });
+    const order = join(dir, "bytecode-order");
+    await recordBytecodeOrder(exe, order);
+    return await build(order);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** Defines that bake version facts into src/version.ts. */
 export function versionDefines(v: VersionFacts): Record<string, string> {
   return { BUILD_VERSION: v.version, BUILD_DATE_ISO: v.date, BUILD_COMMIT: v.commit };
@@ -107,12 +164,15 @@ export async function buildHost(
   const outdir = opts.outdir ?? join(ROOT, "dist");
   await mkdir(outdir, { recursive: true });
   const v = opts.version ?? (await versionFacts());
-  return compile({
-    outfile: join(outdir, BINARY_NAME),
-    defines: versionDefines(v),
-    ...(opts.bytecode === undefined ? {} : { bytecode: opts.bytecode }),
-    ...(opts.quiet === undefined ? {} : { quiet: opts.quiet }),
-  });
+  const base = { defines: versionDefines(v), ...(opts.bytecode === undefined ? {} : { bytecode: opts.bytecode }) };
+  return withStartupOrder(base, (bytecodeOrder) =>
+    compile({
+      ...base,
+      outfile: join(outdir, BINARY_NAME),
+      ...(bytecodeOrder ? { bytecodeOrder } : {}),
+      ...(opts.quiet === undefined ? {} : { quiet: opts.quiet }),
+    }),
+  );
 }
 
 async function sha256(path: string): Promise<string> {
@@ -128,21 +188,17 @@ export async function buildTargets(names: TargetName[], opts: { outdir?: string;
   await mkdir(outdir, { recursive: true });
   const v = await versionFacts();
   const files: string[] = [];
-  // One at a time: each compile may download a target runtime and holds ~100 MB in memory.
-  for (const name of names) {
-    const outfile = join(outdir, `${BINARY_NAME}-${name}${name.startsWith("windows") ? ".exe" : ""}`);
-    await rm(outfile, { force: true });
-    files.push(
-      await compile({
-        outfile,
-        target: TARGETS[name],
-        defines: versionDefines(v),
-        // Bytecode is generated by this host's JavaScriptCore; Bun supports it for cross targets of the same
-        // Bun version, but keep the option to turn it off if a target ever refuses it.
-        ...(opts.bytecode === undefined ? {} : { bytecode: opts.bytecode }),
-      }),
-    );
-  }
+  // Bytecode is generated by this host's JavaScriptCore; Bun supports it for cross targets of the same Bun
+  // version, but keep the option to turn it off if a target ever refuses it. One recorded start orders them all.
+  const base = { defines: versionDefines(v), ...(opts.bytecode === undefined ? {} : { bytecode: opts.bytecode }) };
+  await withStartupOrder(base, async (bytecodeOrder) => {
+    // One at a time: each compile may download a target runtime and holds ~100 MB in memory.
+    for (const name of names) {
+      const outfile = join(outdir, `${BINARY_NAME}-${name}${name.startsWith("windows") ? ".exe" : ""}`);
+      await rm(outfile, { force: true });
+      files.push(await compile({ ...base, outfile, target: TARGETS[name], ...(bytecodeOrder ? { bytecodeOrder } : {}) }));
+    }
+  });
   const lines: string[] = [];
   for (const f of files) lines.push(`${await sha256(f)}  ${f.slice(outdir.length + 1)}`);
   await Bun.write(join(outdir, "SHA256SUMS"), `${lines.join("\n")}\n`);

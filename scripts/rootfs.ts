@@ -29,7 +29,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { ARCHES, BASE, LAYER, parseArch, type Arch } from "./image-contents.ts";
-import { BINARY_NAME, compile, versionDefines, versionFacts } from "./build.ts";
+import { BINARY_NAME, compile, versionDefines, versionFacts, withStartupOrder } from "./build.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const APT_CACHE = join(ROOT, ".tmp", "apt");
@@ -311,11 +311,15 @@ async function placeLayer(tree: Tree, arch: Arch, executable: string, record: As
 /** Build the executable for `arch` into a temporary directory (this machine's own runtime when it matches). */
 export async function buildExecutable(arch: Arch): Promise<string> {
   const out = await mkdtemp(join(tmpdir(), "gce-rootfs-build-"));
-  return compile({
-    outfile: join(out, BINARY_NAME),
-    defines: versionDefines(await versionFacts()),
-    ...(arch === hostArch() ? {} : { target: ARCHES[arch].bunTarget }),
-  });
+  const base = { defines: versionDefines(await versionFacts()) };
+  return withStartupOrder(base, (bytecodeOrder) =>
+    compile({
+      ...base,
+      outfile: join(out, BINARY_NAME),
+      ...(bytecodeOrder ? { bytecodeOrder } : {}),
+      ...(arch === hostArch() ? {} : { target: ARCHES[arch].bunTarget }),
+    }),
+  );
 }
 
 export interface AssembleOptions {

@@ -81,6 +81,9 @@ export async function main(argv: string[], env: Record<string, string | undefine
     options.log = log;
     server = new MetadataServer(options);
     const { url, socketPath } = await server.start();
+    // A compiled executable starts with the JIT's thresholds raised (scripts/build.ts START_JIT_POLICY), so that
+    // code run once while starting stays interpreted; from the first request on, hot code compiles as usual.
+    Bun.unsafe.setJITPolicy(1);
     for (const w of warnings) log.warn(w);
     if (bundled) log.info("no config.json here: serving the bundled default config (project example-project)");
     log.info("metadata server listening", socketPath ? { socket: socketPath, version: VERSION } : { url, version: VERSION });
