@@ -37,17 +37,23 @@ export function routeLabel(pattern: string): string {
 export function routeMatcher(patterns: readonly string[]): (path: string) => string | undefined {
   const exact = new Map<string, string>();
   const shaped: Array<[RegExp, string]> = [];
-  for (const p of patterns) {
-    if (!p.includes(":") && !p.includes("*")) exact.set(p, routeLabel(p));
-    else {
-      const source = p
-        .split("/")
-        .map((seg) => (seg === "*" ? ".*" : seg.startsWith(":") ? "[^/]+" : seg.replace(/[.+?^${}()|[\]\\]/g, "\\$&")))
-        .join("/");
-      shaped.push([new RegExp(`^${source}$`), routeLabel(p)]);
+  // Built at the first match: a server without metrics or request logs never needs the tables.
+  let built = false;
+  const build = () => {
+    built = true;
+    for (const p of patterns) {
+      if (!p.includes(":") && !p.includes("*")) exact.set(p, routeLabel(p));
+      else {
+        const source = p
+          .split("/")
+          .map((seg) => (seg === "*" ? ".*" : seg.startsWith(":") ? "[^/]+" : seg.replace(/[.+?^${}()|[\]\\]/g, "\\$&")))
+          .join("/");
+        shaped.push([new RegExp(`^${source}$`), routeLabel(p)]);
+      }
     }
-  }
+  };
   return (path) => {
+    if (!built) build();
     const e = exact.get(path);
     if (e !== undefined) return e;
     for (const [re, label] of shaped) if (re.test(path)) return label;
