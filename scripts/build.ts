@@ -98,6 +98,10 @@ export async function compile(o: CompileOptions): Promise<string> {
     ...(o.bytecode === false ? [] : ["--bytecode"]),
     ...(o.bytecode !== false && o.bytecodeOrder ? [`--bytecode-order=${o.bytecodeOrder}`] : []),
     `--compile-jit-policy=${START_JIT_POLICY}`,
+    // A server reads its settings from flags and the environment it is given, as the Go emulator does: never a
+    // `.env` or `bunfig.toml` (which can preload code) that happens to sit in its working directory.
+    "--no-compile-autoload-dotenv",
+    "--no-compile-autoload-bunfig",
     ...(o.target ? [`--target=${o.target}`] : []),
     ...Object.entries(o.defines ?? {}).flatMap(([k, v]) => ["--define", `${k}=${JSON.stringify(v)}`]),
     // The TPM worker is an entry point of its own: a compiled executable finds a Worker's code only there.

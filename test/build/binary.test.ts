@@ -120,6 +120,26 @@ describe("the compiled executable", () => {
     }
   });
 
+  test("a .env or bunfig.toml in its working directory changes nothing (no autoload, no preloaded code)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "gce-exe-autoload-"));
+    try {
+      await Bun.write(join(dir, ".env"), "GOOGLE_PROJECT_ID=from-dotenv\nGOOGLE_ACCESS_TOKEN=ya29.from-dotenv\n");
+      await Bun.write(join(dir, "bunfig.toml"), 'preload = ["./preload.ts"]\n');
+      await Bun.write(join(dir, "preload.ts"), 'await Bun.write("preloaded", "yes");\n');
+      const s = await serve([], dir);
+      try {
+        expect(await (await s.get("/computeMetadata/v1/project/project-id")).text()).toBe("example-project");
+        const tok = (await (await s.get(TOKEN)).json()) as { access_token: string };
+        expect(tok.access_token).not.toBe("ya29.from-dotenv");
+      } finally {
+        expect(await s.stop()).toBe(0);
+      }
+      expect(await Bun.file(join(dir, "preloaded")).exists()).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("ID tokens (jose, loaded lazily inside the executable) verify against the served JWKS", async () => {
     const s = await serve([], cwd);
     try {
