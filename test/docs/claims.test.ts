@@ -598,7 +598,7 @@ describe("docs/figures.md: measured figures live in one place", () => {
   test("figures.md says where absolute numbers were measured and quotes ratios in the benches' words", () => {
     const figures = docText("docs/figures.md");
     expect(figures).toContain("Quote the ratios");
-    expect(figures.replace(/\s+/g, " ")).toContain("2-core x86-64 gVisor sandbox");
+    expect(figures.replace(/\s+/g, " ")).toContain("2-core x86-64 Firecracker virtual machine");
     // bench/startup.ts and bench/waiters.ts print these lines; the page quotes them as printed.
     const startup = readFileSync(join(ROOT, "bench", "startup.ts"), "utf8");
     expect(startup).toContain("ratio server/baseline $" + "{fmt(ratio, 2)}x");
