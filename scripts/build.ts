@@ -138,7 +138,8 @@ export async function recordBytecodeOrder(exe: string, file: string): Promise<vo
 
 /**
  * Run `build` with the bytecode order of a recorded start of this host's executable (built from the same sources
- * into a temporary directory, which goes afterwards). Without bytecode there is no order to record.
+ * into a temporary directory, which goes afterwards). Without bytecode there is no order to record; where the
+ * recording run cannot work (no loopback interface, say), the build goes on without an order and says so.
  */
 export async function withStartupOrder<T>(
   base: Omit<CompileOptions, "outfile" | "target">,
@@ -149,7 +150,12 @@ export async function withStartupOrder<T>(
   try {
     const exe = await compile({ ...base, outfile: join(dir, BINARY_NAME), quiet: true });
     const order = join(dir, "bytecode-order");
-    await recordBytecodeOrder(exe, order);
+    try {
+      await recordBytecodeOrder(exe, order);
+    } catch (e) {
+      process.stderr.write(`no recorded start (${(e as Error).message.split("\n")[0]}): building without a bytecode order\n`);
+      return await build(undefined);
+    }
     return await build(order);
   } finally {
     await rm(dir, { recursive: true, force: true });
