@@ -1,7 +1,8 @@
 #!/usr/bin/env bun
 /**
  * Start-up and memory of the compiled server against a compiled bare `Bun.serve` (bench/baseline-server.ts),
- * both built in this run with the same flags (scripts/build.ts).
+ * both built in this run with the same flags (scripts/build.ts), the server also laid out by a recorded start as
+ * releases are. Both are freshly written, so both have every page cached (which adds a few MB to RSS alike).
  *
  *   node_modules/.bin/bun bench/startup.ts [--runs 21] [--poll-ms 1] [--no-bytecode] [--strict]
  *
