@@ -52,6 +52,9 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       opening = openKeySigner(m.opts).then(
         (s) => {
           signer = s;
+          // The key is open: signing may now compile as usual (a compiled executable starts with the JIT's
+          // thresholds raised, scripts/build.ts START_JIT_POLICY; this sets them back for this thread's VM).
+          Bun.unsafe.setJITPolicy(1);
           post({ op: "opened", spki: new Uint8Array(s.publicKey.export({ type: "spki", format: "der" })) });
         },
         (e: unknown) => post({ op: "open-failed", error: toWire(e) }),
