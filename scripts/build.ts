@@ -25,7 +25,7 @@ import { $ } from "bun";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { startListening } from "../bench/spawn.ts";
+import { startListening } from "./spawn.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 
