@@ -21,7 +21,7 @@
 import { readFileSync } from "node:fs";
 import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { running, startListening } from "./spawn.ts";
+import { runBench, startListening, stopAll } from "./spawn.ts";
 import { parseWrk } from "./http.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -213,22 +213,9 @@ async function main(argv: string[]): Promise<number> {
     );
     return ok ? 0 : 1;
   } finally {
-    for (const p of running) p.kill();
-    await Promise.all(running.map((p) => p.exited));
+    await stopAll();
     await rm(cwd, { recursive: true, force: true });
   }
 }
 
-if (import.meta.main) {
-  process.once("SIGINT", () => {
-    for (const p of running) p.kill();
-    process.exit(130);
-  });
-  try {
-    process.exit(await main(process.argv.slice(2)));
-  } catch (e) {
-    console.error((e as Error).message);
-    for (const p of running) p.kill();
-    process.exit(1);
-  }
-}
+if (import.meta.main) await runBench(main);

@@ -28,7 +28,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { loadavg, cpus } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { running, startListening } from "./spawn.ts";
+import { runBench, startListening, stopAll } from "./spawn.ts";
 import { compile, versionDefines, versionFacts } from "../scripts/build.ts";
 import { exportRevision } from "./revision.ts";
 
@@ -276,24 +276,9 @@ async function main(argv: string[]): Promise<number> {
     }
     return o.strict && !ok ? 1 : 0;
   } finally {
-    for (const p of running) p.kill();
-    await Promise.all(running.map((p) => p.exited));
+    await stopAll();
     if (built) await rm(built, { force: true });
   }
 }
 
-if (import.meta.main) {
-  const stop = () => {
-    for (const p of running) p.kill();
-    process.exit(130);
-  };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  try {
-    process.exit(await main(process.argv.slice(2)));
-  } catch (e) {
-    console.error((e as Error).message);
-    for (const p of running) p.kill();
-    process.exit(1);
-  }
-}
+if (import.meta.main) await runBench(main);

@@ -10,7 +10,7 @@
  *   node_modules/.bin/bun bench/upstream.ts [--samples 50]
  */
 import { join, resolve } from "node:path";
-import { running, startListening } from "./spawn.ts";
+import { runBench, startListening, stopAll } from "./spawn.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const H = { "Metadata-Flavor": "Google" };
@@ -79,17 +79,8 @@ async function main(argv: string[]): Promise<number> {
     console.log(line("overlay minus baseline", extra));
     return pct(through, 90) < 1000 ? 0 : 1;
   } finally {
-    for (const p of running) p.kill();
-    await Promise.all(running.map((p) => p.exited));
+    await stopAll();
   }
 }
 
-if (import.meta.main) {
-  try {
-    process.exit(await main(process.argv.slice(2)));
-  } catch (e) {
-    console.error((e as Error).message);
-    for (const p of running) p.kill();
-    process.exit(1);
-  }
-}
+if (import.meta.main) await runBench(main);
