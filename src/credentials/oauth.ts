@@ -75,29 +75,31 @@ export function refreshGrant(
   );
 }
 
+/** A token field of a token-endpoint answer: a non-empty string, else the malformed-answer error naming it. */
+function tokenField(
+  body: Record<string, unknown>,
+  field: "access_token" | "id_token",
+  call: Pick<GrantCall, "tokenUrl" | "email">,
+): string {
+  const v = body[field];
+  if (typeof v === "string" && v !== "") return v;
+  throw malformedAnswer(
+    "token endpoint",
+    call.tokenUrl,
+    "TOKEN_EXCHANGE_FAILED",
+    `the token endpoint ${call.tokenUrl} answered without an ${field} for ${call.email} (malformed answer)`,
+  );
+}
+
 /** The access token of a token-endpoint answer; its `expires_in` (default an hour) made absolute. */
 export function accessTokenFrom(body: Record<string, unknown>, call: Pick<GrantCall, "tokenUrl" | "email">, now = Date.now()): IssuedToken {
-  if (typeof body.access_token !== "string" || body.access_token === "") {
-    throw malformedAnswer(
-      "token endpoint",
-      call.tokenUrl,
-      "TOKEN_EXCHANGE_FAILED",
-      `the token endpoint ${call.tokenUrl} answered without an access_token for ${call.email} (malformed answer)`,
-    );
-  }
+  const token = tokenField(body, "access_token", call);
   const expiresIn = typeof body.expires_in === "number" && body.expires_in > 0 ? body.expires_in : DEFAULT_LIFETIME_S;
-  return { token: body.access_token, expiresAt: now + expiresIn * 1000 };
+  return { token, expiresAt: now + expiresIn * 1000 };
 }
 
 /** The ID token of a token-endpoint answer, with its own `exp`. */
 export function idTokenFrom(body: Record<string, unknown>, call: Pick<GrantCall, "tokenUrl" | "email">, now = Date.now()): IssuedToken {
-  if (typeof body.id_token !== "string" || body.id_token === "") {
-    throw malformedAnswer(
-      "token endpoint",
-      call.tokenUrl,
-      "TOKEN_EXCHANGE_FAILED",
-      `the token endpoint ${call.tokenUrl} answered without an id_token for ${call.email} (malformed answer)`,
-    );
-  }
-  return { token: body.id_token, expiresAt: jwtExpiry(body.id_token) ?? now + DEFAULT_LIFETIME_S * 1000 };
+  const token = tokenField(body, "id_token", call);
+  return { token, expiresAt: jwtExpiry(token) ?? now + DEFAULT_LIFETIME_S * 1000 };
 }
