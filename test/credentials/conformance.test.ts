@@ -52,6 +52,15 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** The IAM-backed sources' failure: IAM Credentials refuses the next generateIdToken (403), until reset. */
+const IAM_REFUSES_ID_TOKEN: Pick<Subject, "breakUpstream" | "heal"> = {
+  breakUpstream: () => {
+    fake.failNext("generateIdToken", 1, 403);
+    return `IAM Credentials refused generateIdToken for ${EMAIL}: 403 PERMISSION_DENIED`;
+  },
+  heal: () => fake.reset(),
+};
+
 /** Checks shared by the sources whose tokens the fake issues. */
 function fakeChecks(email: string): Pick<Subject, "checkAccess" | "verifyId"> {
   return {
@@ -177,11 +186,7 @@ const HARNESSES: SourceHarness[] = [
       source: new ImpersonatedSource({ adc: await readAdcFile(sa.path), iamUrl: fake.url, idTokenKeysUrl: fake.jwksUrl }),
       account: ACCOUNT,
       ...fakeChecks(EMAIL),
-      breakUpstream: () => {
-        fake.failNext("generateIdToken", 1, 403);
-        return `IAM Credentials refused generateIdToken for ${EMAIL}: 403 PERMISSION_DENIED`;
-      },
-      heal: () => fake.reset(),
+      ...IAM_REFUSES_ID_TOKEN,
     };
   }),
   harness("FederatedSource", { "format=full": GOOGLE_MINTS }, async () => {
@@ -190,11 +195,7 @@ const HARNESSES: SourceHarness[] = [
       source: await FederatedSource.open(await readAdcFile(file), { iamUrl: fake.url, idTokenKeysUrl: fake.jwksUrl }),
       account: ACCOUNT,
       ...fakeChecks(EMAIL),
-      breakUpstream: () => {
-        fake.failNext("generateIdToken", 1, 403);
-        return `IAM Credentials refused generateIdToken for ${EMAIL}: 403 PERMISSION_DENIED`;
-      },
-      heal: () => fake.reset(),
+      ...IAM_REFUSES_ID_TOKEN,
     };
   }),
   harness("TpmSource (self-signed access tokens)", { "format=full": GOOGLE_MINTS }, () => tpmModes(false)),
