@@ -5,6 +5,7 @@
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { runCli } from "../helpers/cli.ts";
 import { ROOT } from "./markdown.ts";
 
 const scratch: string[] = [];
@@ -90,59 +91,23 @@ const running = new Set<Served>();
  * own, with `extraArgs` appended (`-port :0`, so it takes a free port), and wait for its "listening" line.
  */
 export async function serve(command: string, extraArgs: string, options: ShellOptions = {}): Promise<Served> {
-  const p = Bun.spawn(["setsid", "bash", "-c", `exec ${command} ${extraArgs}`], {
+  const cli = runCli([], {
+    command: ["setsid", "bash", "-c", `exec ${command} ${extraArgs}`],
     cwd: options.cwd ?? tempDir(),
     env: shellEnv(options.env),
-    stdin: "ignore",
-    stdout: "ignore",
-    stderr: "pipe",
   });
-  let text = "";
-  let exited = false;
-  const listeners = new Set<() => void>();
-  const pump = (async () => {
-    const decoder = new TextDecoder();
-    for await (const chunk of p.stderr as ReadableStream<Uint8Array>) {
-      text += decoder.decode(chunk, { stream: true });
-      for (const l of listeners) l();
-    }
-  })();
-  const done = p.exited.then(async () => {
-    await pump;
-    exited = true;
-    for (const l of listeners) l();
-  });
-  const waitFor = (re: RegExp, timeoutMs = 20_000) =>
-    new Promise<RegExpMatchArray>((resolve, reject) => {
-      const check = () => {
-        const m = re.exec(text);
-        if (m) finish(() => resolve(m));
-        else if (exited) finish(() => reject(new Error(`\`${command}\` exited before logging ${re}:\n${text}`)));
-      };
-      const timer = setTimeout(
-        () => finish(() => reject(new Error(`\`${command}\` logged no ${re} in ${timeoutMs} ms:\n${text}`))),
-        timeoutMs,
-      );
-      const finish = (f: () => void) => {
-        clearTimeout(timer);
-        listeners.delete(check);
-        f();
-      };
-      listeners.add(check);
-      check();
-    });
+  const waitFor = (re: RegExp, timeoutMs = 20_000) => cli.waitFor(re, timeoutMs);
   const stop = async () => {
     running.delete(served);
-    if (!exited) {
-      try {
-        process.kill(-p.pid, "SIGTERM");
-      } catch {
-        p.kill("SIGTERM");
-      }
+    // The whole process group: `npm start` and shells leave the server as a grandchild.
+    try {
+      process.kill(-cli.proc.pid, "SIGTERM");
+    } catch {
+      cli.proc.kill("SIGTERM");
     }
-    await done;
+    await cli.exited;
   };
-  const served: Served = { url: "", hostPort: "", log: () => text, waitFor, stop };
+  const served: Served = { url: "", hostPort: "", log: cli.stderr, waitFor, stop };
   running.add(served);
   try {
     const m = await waitFor(/metadata server listening (?:url=(\S+)|socket=(\S+))/);
